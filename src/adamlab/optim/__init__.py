@@ -1,0 +1,35 @@
+"""Adam-family optimizers as drop-in ``torch.optim.Optimizer``s, and one name registry for them and their peers."""
+
+from . import registry
+from .adabelief import AdaBelief
+from .adabound import AdaBound
+from .came import CAME
+from .hybrid_adam_sgd import HybridAdamSGD
+from .lion import Lion
+from .lookahead import Lookahead
+from .memory import optimizer_state_bytes
+from .registry import (
+    MissingDependencyError,
+    available_optimizers,
+    create_optimizer,
+    no_weight_decay,
+    param_groups,
+)
+from .yogi import Yogi
+
+__all__ = [
+    "CAME",
+    "AdaBelief",
+    "AdaBound",
+    "HybridAdamSGD",
+    "Lion",
+    "Lookahead",
+    "MissingDependencyError",
+    "Yogi",
+    "available_optimizers",
+    "create_optimizer",
+    "no_weight_decay",
+    "optimizer_state_bytes",
+    "param_groups",
+    "registry",
+]

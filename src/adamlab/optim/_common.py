@@ -1,0 +1,91 @@
+"""Pieces every adamlab optimizer shares: hyperparameter checks, gradient collection, foreach grouping.
+
+Each optimizer module keeps its own ``step`` readable top to bottom and calls these helpers; the math
+lives in two functions per module, ``_single_tensor_<name>`` (the reference loop) and
+``_multi_tensor_<name>`` (the same update with ``torch._foreach_*`` kernels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+# --- hyperparameter checks: every constructor fails before any work starts ------------------------
+
+
+def check_lr(lr: float) -> None:
+    if isinstance(lr, Tensor):
+        raise ValueError("lr must be a Python float, not a Tensor")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"Invalid learning rate: {lr!r} (expected a finite float >= 0)")
+
+
+def check_eps(eps: float, *, name: str = "eps", allow_zero: bool = False) -> None:
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0 or (eps == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"Invalid {name}: {eps!r} (expected a finite float {bound})")
+
+
+def check_beta(value: float, name: str) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"Invalid {name}: {value!r} (expected a float in [0, 1))")
+
+
+def check_betas(betas: Sequence[float], count: int = 2) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != count:
+        raise ValueError(f"Invalid betas: {betas!r} (expected a tuple of {count} floats in [0, 1))")
+    for i, beta in enumerate(betas):
+        check_beta(beta, f"beta at index {i}")
+
+
+def check_nonnegative(value: float, name: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"Invalid {name}: {value!r} (expected a finite float >= 0)")
+
+
+def check_positive_int(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
+
+
+# --- the step skeleton ------------------------------------------------------------------------------
+
+
+def evaluate_closure(closure: Callable[[], float] | None) -> float | None:
+    """Re-evaluate the model under grad mode, as torch.optim does inside ``step(closure)``."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def params_with_grad(group: dict, optimizer_name: str) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (param, grad) for the params of ``group`` that have a gradient; params without one are skipped
+    and their state (step counter included) does not advance."""
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise RuntimeError(f"{optimizer_name} does not support sparse gradients")
+        yield p, p.grad
+
+
+def use_foreach(group: dict, params: Sequence[Tensor]) -> bool:
+    """``foreach=None`` (the default) means on whenever the tensors allow it: plain dense tensors."""
+    if group.get("foreach") is False or torch.jit.is_scripting():
+        return False
+    return all(type(p) in (Tensor, torch.nn.Parameter) and not p.is_sparse for p in params)
+
+
+def group_by_device_and_dtype(tensorlists: list[list[Tensor]]) -> Iterator[tuple[list[list[Tensor]], list[int]]]:
+    """Split parallel lists of tensors so each foreach call sees one device and dtype, as torch.optim does.
+
+    Yields the split lists and the original positions of their entries, so per-parameter Python values
+    (step counters, bias corrections) can be picked out for each split."""
+    grouped = Optimizer._group_tensors_by_device_and_dtype(tensorlists, with_indices=True)
+    for split_lists, positions in grouped.values():
+        yield [list(t) for t in split_lists], list(positions)

@@ -1,0 +1,225 @@
+"""One name registry for every optimizer adamlab offers: torch.optim's, adamlab's own and third-party peers.
+
+``create_optimizer(name, params_or_model, **hparams)`` is the single entry point. Names are case-insensitive;
+Hugging Face ``TrainingArguments.optim`` names are accepted as aliases where they exist. Hyperparameters are
+checked against the optimizer's signature before anything is built, and third-party packages are imported
+only when their optimizer is asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from ._common import check_beta, check_betas, check_eps, check_lr, check_nonnegative
+from .adabelief import AdaBelief
+from .adabound import AdaBound
+from .came import CAME
+from .hybrid_adam_sgd import HybridAdamSGD
+from .lion import Lion
+from .lookahead import Lookahead
+from .yogi import Yogi
+
+
+class MissingDependencyError(ImportError):
+    """An optimizer's package is not installed; the message names the pip extra that provides it."""
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    summary: str
+    source: str  # "torch", "adamlab", or the third-party package that implements it
+    target: str | type[Optimizer]  # the class, or "module:Class" imported on first use
+    fixed: dict[str, Any] = field(default_factory=dict)  # hyperparameters the name implies (amsgrad=True, ...)
+    extra: str | None = None  # the adamlab extra that installs ``source``
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def installed(self) -> bool:
+        if not isinstance(self.target, str):
+            return True
+        return importlib.util.find_spec(self.target.split(":")[0].split(".")[0]) is not None
+
+    def resolve(self) -> type[Optimizer]:
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, class_name = self.target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise MissingDependencyError(
+                f"optimizer {self.name!r} needs the {self.source!r} package: pip install 'adamlab[{self.extra}]'"
+            ) from error
+        return getattr(module, class_name)
+
+
+def _spec(name, summary, source, target, fixed=None, extra=None, aliases=()) -> OptimizerSpec:
+    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases))
+
+
+_SPECS = [
+    # torch.optim has these algorithms: never re-implemented here.
+    _spec("adam", "Adam (Kingma & Ba 2015)", "torch", torch.optim.Adam),
+    _spec("adamw", "Adam with decoupled weight decay (Loshchilov & Hutter 2019)", "torch", torch.optim.AdamW,
+          aliases=["adamw_torch"]),
+    _spec("adamw_fused", "AdamW, fused kernel", "torch", torch.optim.AdamW, {"fused": True},
+          aliases=["adamw_torch_fused"]),
+    _spec("amsgrad", "Adam with the AMSGrad max of second moments (Reddi et al. 2018)", "torch", torch.optim.Adam,
+          {"amsgrad": True}),
+    _spec("sgd", "SGD with optional momentum / Nesterov", "torch", torch.optim.SGD),
+    _spec("radam", "Rectified Adam (Liu et al. 2020)", "torch", torch.optim.RAdam),
+    _spec("nadam", "Adam with Nesterov momentum (Dozat 2016)", "torch", torch.optim.NAdam),
+    _spec("adafactor", "Adafactor, factored second moments (Shazeer & Stern 2018)", "torch", torch.optim.Adafactor),
+    _spec("adagrad", "Adagrad (Duchi et al. 2011)", "torch", torch.optim.Adagrad),
+    # adamlab's own implementations.
+    _spec("adabelief", "AdaBelief: second moment of the gradient's surprise (Zhuang et al. 2020)", "adamlab",
+          AdaBelief),
+    _spec("adabound", "AdaBound: Adam clipped into bounds that converge to SGD (Luo et al. 2019)", "adamlab",
+          AdaBound),
+    _spec("yogi", "Yogi: additive second-moment update (Zaheer et al. 2018)", "adamlab", Yogi),
+    _spec("lion", "Lion: sign momentum (Chen et al. 2023)", "adamlab", Lion, aliases=["lion_32bit"]),
+    _spec("came", "CAME: confidence-guided factored moments (Luo et al. 2023)", "adamlab", CAME),
+    _spec("hybrid_adam_sgd", "Adam blended linearly into SGD with momentum", "adamlab", HybridAdamSGD),
+    # Learning-rate-free and quantized peers, through their own packages.
+    _spec("schedulefree_adamw", "Schedule-free AdamW (Defazio et al. 2024); call optimizer.train()/eval()",
+          "schedulefree", "schedulefree:AdamWScheduleFree", extra="lrfree", aliases=["schedule_free_adamw"]),
+    _spec("prodigy", "Prodigy: learning-rate-free Adam (Mishchenko & Defazio 2024)", "prodigyopt",
+          "prodigyopt:Prodigy", extra="lrfree"),
+    _spec("dadapt_adam", "D-Adaptation Adam (Defazio & Mishchenko 2023)", "dadaptation",
+          "dadaptation:DAdaptAdam", extra="lrfree"),
+    _spec("adamw_8bit", "AdamW with 8-bit block-wise quantized states (Dettmers et al. 2022)", "bitsandbytes",
+          "bitsandbytes.optim:AdamW8bit", extra="bnb", aliases=["adamw_bnb_8bit"]),
+    _spec("paged_adamw_8bit", "8-bit AdamW with states paged to CPU memory under pressure", "bitsandbytes",
+          "bitsandbytes.optim:PagedAdamW8bit", extra="bnb"),
+]
+
+REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
+ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
+LOOKAHEAD_HPARAMS = ("k", "alpha")
+
+
+def available_optimizers(installed_only: bool = True) -> list[str]:
+    """Registered names (plus ``lookahead``, which wraps any of them); by default only those whose package is
+    installed."""
+    names = [name for name, spec in REGISTRY.items() if spec.installed or not installed_only]
+    return sorted(names + ["lookahead"])
+
+
+def resolve_name(name: str) -> str:
+    """The canonical registry name for ``name`` or an alias of it; ``ValueError`` listing close matches."""
+    key = name.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key in REGISTRY or key == "lookahead":
+        return key
+    known = sorted([*REGISTRY, *ALIASES, "lookahead"])
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"Unknown optimizer {name!r}.{hint} Valid names: {', '.join(sorted([*REGISTRY, 'lookahead']))}")
+
+
+def accepted_hparams(cls: type[Optimizer]) -> list[str]:
+    return [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "params", "args", "kwargs")]
+
+
+def _check_hparams(name: str, cls: type[Optimizer], hparams: dict[str, Any]) -> None:
+    signature = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return  # the class takes **kwargs and validates them itself
+    valid = accepted_hparams(cls)
+    for key in hparams:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown hyperparameter {key!r} for optimizer {name!r}.{hint} Valid: {', '.join(valid)}")
+
+
+def _check_common_hparams(hparams: dict[str, Any]) -> None:
+    """The checks every optimizer gets, whatever its implementation validates: torch and third-party classes
+    accept some values (eps = 0, NaN weight decay, momentum >= 1) that only fail later, mid-training."""
+    if "lr" in hparams:
+        check_lr(hparams["lr"])
+    if "betas" in hparams:
+        betas = hparams["betas"]
+        check_betas(betas, len(betas) if isinstance(betas, (tuple, list)) else 2)
+    if isinstance(hparams.get("eps"), (int, float)):  # Adafactor and CAME take a pair
+        check_eps(hparams["eps"])
+    for name in ("weight_decay", "momentum"):
+        if name in hparams:
+            check_nonnegative(hparams[name], name)
+    if "momentum" in hparams:
+        check_beta(hparams["momentum"], "momentum")
+
+
+def no_weight_decay(name: str, param: torch.Tensor, module: nn.Module) -> bool:
+    """The default policy: biases, normalisation weights and every other parameter with fewer than two dimensions
+    are not decayed; matrices (linear, embedding, convolution weights) are."""
+    return param.ndim < 2 or name.endswith("bias") or "norm" in type(module).__name__.lower()
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    no_decay: Callable[[str, torch.Tensor, nn.Module], bool] = no_weight_decay,
+) -> list[dict[str, Any]]:
+    """Split ``model``'s trainable parameters into a decayed and a non-decayed group (empty groups dropped)."""
+    decay, skip, seen = [], [], set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:  # frozen, or tied to one already placed
+                continue
+            seen.add(id(param))
+            full_name = f"{module_name}.{param_name}" if module_name else param_name
+            (skip if no_decay(full_name, param, module) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": skip, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+def create_optimizer(
+    name: str,
+    params_or_model: nn.Module | Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+    *,
+    no_decay: Callable[[str, torch.Tensor, nn.Module], bool] = no_weight_decay,
+    **hparams: Any,
+) -> Optimizer:
+    """Build optimizer ``name`` for a model or for params / param groups.
+
+    Given a model, its trainable parameters are grouped by ``no_decay`` (see ``no_weight_decay``) and the
+    optimizer's weight decay applies to the decayed group only. ``lookahead`` takes ``base`` (an optimizer name,
+    default ``"adam"``), ``k`` and ``alpha``; its other hyperparameters go to the base optimizer.
+    """
+    key = resolve_name(name)
+    if key == "lookahead":
+        base = hparams.pop("base", "adam")
+        if resolve_name(base) == "lookahead":
+            raise ValueError("lookahead cannot wrap lookahead")
+        wrapper = {k: hparams.pop(k) for k in LOOKAHEAD_HPARAMS if k in hparams}
+        return Lookahead(create_optimizer(base, params_or_model, no_decay=no_decay, **hparams), **wrapper)
+
+    spec = REGISTRY[key]
+    cls = spec.resolve()
+    clashing = sorted(set(hparams) & set(spec.fixed))
+    if clashing:
+        raise ValueError(f"optimizer {key!r} fixes {', '.join(f'{k}={spec.fixed[k]!r}' for k in clashing)}")
+    hparams = {**hparams, **spec.fixed}
+    _check_hparams(key, cls, hparams)
+    _check_common_hparams(hparams)
+
+    params = params_or_model
+    if isinstance(params_or_model, nn.Module):
+        decay_param = inspect.signature(cls.__init__).parameters.get("weight_decay")
+        if decay_param is None:
+            params = [p for p in params_or_model.parameters() if p.requires_grad]
+        else:
+            weight_decay = hparams.pop("weight_decay", decay_param.default)
+            params = param_groups(params_or_model, weight_decay, no_decay)
+    return cls(params, **hparams)

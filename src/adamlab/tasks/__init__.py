@@ -1,0 +1,39 @@
+"""Benchmark tasks: ``get_task(name, **options)`` returns a :class:`Task` with examples, a parser and scoring.
+
+Each task bundles a small seeded sample of its real data (``adamlab/tasks/data``, with sources and licences in the
+READMEs there), so everything runs offline; a local JSONL file or a Hugging Face dataset id can replace it.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from .ag_news import AgNewsTask
+from .base import DataError, Example, Task
+from .commonsenseqa import CommonsenseQATask
+from .gsm8k import GSM8KTask
+from .squad import SquadTask
+from .sst2 import SST2Task
+
+__all__ = ["DataError", "Example", "Task", "available_tasks", "get_task"]
+
+_TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (AgNewsTask, SquadTask, CommonsenseQATask, GSM8KTask, SST2Task)
+}
+_ALIASES = {"squad_v1.1": "squad", "csqa": "commonsenseqa", "sst-2": "sst2"}
+
+
+def available_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str, **options) -> Task:
+    """The task called ``name`` (case-insensitive; aliases: squad_v1.1, csqa, sst-2), built with ``options``
+    (``prompt_style``, ``max_new_tokens``)."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _TASKS:
+        close = difflib.get_close_matches(key, [*_TASKS, *_ALIASES], n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(available_tasks())}.")
+    return _TASKS[key](**options)

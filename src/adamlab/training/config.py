@@ -1,0 +1,117 @@
+"""One trial's configuration: model, task, optimizer, schedule, seed. Validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import DTYPES, LoraSettings, builtin_models
+from ..optim import create_optimizer
+from ..schedules import get_schedule
+from ..tasks import get_task
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+EVAL_MODES = ("auto", "generate", "score")
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    task: str
+    out: str
+    task_args: dict[str, Any] = field(default_factory=dict)  # e.g. prompt_style="adamdds"
+    optimizer: str = "adamw"
+    lr: float = 2e-4
+    optimizer_args: dict[str, Any] = field(default_factory=dict)  # every hyperparameter but lr
+    schedule: str = "constant"
+    schedule_args: dict[str, Any] = field(default_factory=dict)
+    warmup_steps: int | float = 0
+    steps: int = 100
+    batch_size: int = 16  # examples per optimizer step, over all processes and micro-batches
+    grad_accum: int = 1  # micro-batches per optimizer step on each process
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    dtype: str = "auto"
+    mixed_precision: str = "no"
+    lora: LoraSettings | None = field(default_factory=LoraSettings)
+    quantize_4bit: bool = False
+    max_seq_len: int = 512
+    mask_prompt: bool = True
+    train_source: str | None = None
+    eval_source: str | None = None
+    train_limit: int | None = None
+    eval_limit: int | None = None  # None: every evaluation example
+    eval_every: int = 0  # 0: evaluate once, at the end
+    eval_batch_size: int = 16
+    eval_mode: str = "auto"  # score the answer choices where the task has them, else generate
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, mlflow, wandb
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field; checks names against the registries and
+        builds the schedule once, so nothing fails later mid-run."""
+        if self.model not in builtin_models() and self.model.startswith((".", "/", "~")) and not Path(self.model).expanduser().is_dir():
+            raise FileNotFoundError(f"model folder {self.model} does not exist")
+        get_task(self.task, **self.task_args)
+        if "lr" in self.optimizer_args:
+            raise ValueError("give the learning rate as lr, not inside optimizer_args")
+        # Building the optimizer on a throwaway parameter runs every hyperparameter check now, not mid-run.
+        create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=self.lr, **self.optimizer_args)
+        for name in ("train_source", "eval_source"):
+            source = getattr(self, name)
+            if source is not None and source.endswith((".jsonl", ".json")) and not Path(source).is_file():
+                raise FileNotFoundError(f"{name}: no data file at {source}")
+        get_schedule(self.schedule, self.steps, self.warmup_steps, **self.schedule_args)
+        for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "eval_batch_size", "keep_checkpoints"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("eval_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}; got {self.mixed_precision!r}")
+        if self.eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode must be one of {', '.join(EVAL_MODES)}; got {self.eval_mode!r}")
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
+        if self.lora is None and self.quantize_4bit:
+            raise ValueError("4-bit quantization needs LoRA: quantized base weights cannot be trained directly")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        if data.get("lora") is not None:
+            data["lora"] = LoraSettings(**{**data["lora"], "targets": _tuple_or_none(data["lora"].get("targets"))})
+        return cls(**data)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
+        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers"}
+        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored}))
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+
+def _tuple_or_none(value):
+    return None if value is None else tuple(value)

@@ -1,0 +1,295 @@
+"""One trial: fine-tune a model on a task with one optimizer, schedule and seed, evaluate it, record everything.
+
+The loop is plain PyTorch on accelerate (devices, data parallelism, mixed precision, trackers). Choices that
+matter for trusting the numbers:
+
+* The loss of an optimizer step is the sum of per-token losses over the whole global batch divided by the number
+  of target tokens in it, whatever the micro-batching and process count, so gradient accumulation and data
+  parallelism give the gradient of one big batch (not a mean of micro-batch means).
+* The example order is a function of (seed, step), and checkpoints hold every RNG, so a run killed and resumed
+  ends bit-identical to an uninterrupted one on CPU.
+* A non-finite loss stops the run with status ``diverged`` and the step; Ctrl-C checkpoints at the end of the
+  current step and stops with status ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..encoding import IGNORE_INDEX, collate, encode_causal, encode_classifier
+from ..evaluation import EvalResult, evaluate
+from ..models import apply_lora, load_model
+from ..optim import create_optimizer
+from ..schedules import create_scheduler
+from ..tasks import get_task
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .order import ExampleOrder
+from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
+
+
+class RunMismatchError(ValueError):
+    """The output folder holds a different run (or something that is not a run)."""
+
+
+@dataclass
+class TrainResult:
+    status: str  # done | diverged | interrupted
+    steps_completed: int
+    metrics: dict[str, Any]
+    out_dir: Path
+    record: dict[str, Any]  # the content of result.json
+
+
+def check_output_dir(config: TrainConfig) -> None:
+    """Refuse an output folder that holds another run; reads only, so it is safe before any work."""
+    out = config.out_dir
+    saved = out / "config.json"
+    if saved.exists():
+        previous = TrainConfig.from_dict(json.loads(saved.read_text())).identity()
+        current = config.identity()
+        if previous != current:
+            differing = sorted(k for k in current if previous.get(k) != current[k])
+            raise RunMismatchError(f"{out} holds a different run (differs in {', '.join(differing)}); "
+                                   "use another --out or delete it")
+    elif out.exists() and any(out.iterdir()):
+        raise RunMismatchError(f"{out} is not empty and holds no adamlab run")
+
+
+def summed_loss(model, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
+    """The sum (not mean) of the batch's losses, in fp32, so the caller can normalise by the global count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    if head == "classifier":
+        return F.cross_entropy(logits, batch["labels"], reduction="sum")
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), reduction="sum",
+                           ignore_index=IGNORE_INDEX)
+
+
+def loss_targets(encoded) -> int:
+    """Targets in a batch: examples for a classifier, next-token labels (the first token has none) otherwise."""
+    if not isinstance(encoded[0].labels, list):
+        return len(encoded)
+    return sum(sum(label != IGNORE_INDEX for label in e.labels[1:]) for e in encoded)
+
+
+def _optimizer_mode(optimizer, mode: str) -> None:
+    """Schedule-free optimizers keep two iterates and must be told which one the model should hold."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    switch = getattr(inner, mode, None)
+    if callable(switch):
+        switch()
+
+
+def _config_summary(optimizer) -> list[dict[str, Any]]:
+    return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
+            for group in optimizer.param_groups]
+
+
+class _GracefulStop:
+    """Turns the first Ctrl-C into a request to stop at the end of the step; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    config.validate()
+    check_output_dir(config)
+    out = config.out_dir
+    finished = out / "result.json"
+    if finished.exists() and json.loads(finished.read_text())["status"] in ("done", "diverged"):
+        record = json.loads(finished.read_text())
+        return TrainResult(record["status"], record["steps_completed"], record["metrics"], out, record)
+
+    # Everything that can fail on bad input (model, data, optimizer) happens before anything is written.
+    set_seed(config.seed)  # first: LoRA's initialisation draws from the global RNG
+    task = get_task(config.task, **config.task_args)
+    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
+                        quantize_4bit=config.quantize_4bit, seed=config.seed)
+    if loaded.head == "classifier" and task.kind != "classification":
+        raise ValueError(f"{config.model} is an encoder; task {task.name!r} needs a causal LM")
+    if config.lora is not None:
+        loaded = apply_lora(loaded, config.lora)
+    model, tokenizer, head = loaded.model, loaded.tokenizer, loaded.head
+    # Subsets are drawn with a fixed seed, not the run's: every seed of a comparison sees the same data.
+    train_examples = task.load("train", config.train_source, config.train_limit)
+    eval_examples = task.load("eval", config.eval_source, config.eval_limit)
+    if head == "classifier":
+        encode = encode_classifier
+    else:
+        encode = partial(encode_causal, mask_prompt=config.mask_prompt)
+    encoded = [encode(tokenizer, example, config.max_seq_len) for example in train_examples]
+
+    # cpu=True without a GPU lets torchrun / `accelerate launch --multi_gpu` processes form a gloo group on CPUs.
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=config.trackers or None,
+                              project_dir=str(out), cpu=not torch.cuda.is_available())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % (world * config.grad_accum):
+        raise ValueError(f"batch_size {config.batch_size} must split evenly over {world} processes x "
+                         f"{config.grad_accum} micro-batches")
+    optimizer = create_optimizer(config.optimizer, model, lr=config.lr, **config.optimizer_args)
+    scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    unwrapped = accelerator.unwrap_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    start_step, elapsed, tokens_seen = 0, 0.0, 0
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
+        start_step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens_seen"]
+    resume_step = start_step if checkpoint is not None else None
+    step_log = JsonlLog(out / "metrics.jsonl", resume_step) if accelerator.is_main_process else None
+    eval_log = JsonlLog(out / "evals.jsonl", resume_step) if accelerator.is_main_process else None
+    if config.trackers:
+        accelerator.init_trackers("adamlab", config=json.loads(json.dumps(config.identity(), default=str)))
+
+    def run_eval(step: int) -> EvalResult | None:
+        result = None
+        if accelerator.is_main_process:
+            _optimizer_mode(optimizer, "eval")
+            result = evaluate(unwrapped, tokenizer, head, task, eval_examples, mode=config.eval_mode,
+                              batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
+            _optimizer_mode(optimizer, "train")
+            eval_log.write({"step": step, **result.metrics, "seconds": result.seconds})
+            if config.trackers:
+                accelerator.log({f"eval/{k}": v for k, v in result.metrics.items()}, step=step)
+        accelerator.wait_for_everyone()
+        return result
+
+    order = ExampleOrder(len(encoded), config.batch_size, config.seed)
+    per_process = config.batch_size // world
+    micro = per_process // config.grad_accum
+    status, diverged_at = "done", None
+    model.train()
+    _optimizer_mode(optimizer, "train")
+    step = start_step
+    bar = progress_bar(show_progress and accelerator.is_main_process)
+    with bar, _GracefulStop() as stop:
+        bar_task = bar.add_task(f"{config.optimizer} on {config.task}", total=config.steps, completed=start_step,
+                                loss="-", lr="-")
+        while step < config.steps:
+            started = time.perf_counter()
+            batch_examples = [encoded[i] for i in order.batch(step)]
+            targets = loss_targets(batch_examples)
+            shard = batch_examples[rank * per_process : (rank + 1) * per_process]
+            loss_sum = torch.zeros((), device=accelerator.device)
+            for k in range(config.grad_accum):
+                batch = collate(shard[k * micro : (k + 1) * micro], tokenizer.pad_token_id)
+                batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+                sync = contextlib.nullcontext() if k == config.grad_accum - 1 else accelerator.no_sync(model)
+                with sync, accelerator.autocast():
+                    summed = summed_loss(model, batch, head)
+                    # DDP averages gradients over processes; scaling by world undoes that, leaving the global sum.
+                    accelerator.backward(summed * (world / targets))
+                loss_sum += summed.detach()
+            loss = (accelerator.reduce(loss_sum, "sum") if world > 1 else loss_sum).item() / targets
+            if not math.isfinite(loss):
+                status, diverged_at = "diverged", step + 1
+                break
+
+            if config.max_grad_norm is not None:
+                grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            else:
+                grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in trainable])))
+            lr = optimizer.param_groups[0]["lr"]
+            before = [p.detach().clone() for p in trainable]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            torch._foreach_sub_(before, [p.detach() for p in trainable])
+            update_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))).item()
+            del before
+
+            step += 1
+            seconds = time.perf_counter() - started
+            elapsed += seconds
+            step_tokens = sum(len(e.input_ids) for e in batch_examples)
+            tokens_seen += step_tokens
+            if accelerator.is_main_process:
+                record = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                          "update_norm": update_norm, "step_seconds": seconds, "tokens_per_second": step_tokens / seconds,
+                          "epoch": order.epoch(step), **memory()}
+                step_log.write(record)
+                if config.trackers:
+                    accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+                bar.update(bar_task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                run_eval(step)
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or stop.requested:
+                if accelerator.is_main_process:
+                    save_checkpoint(out, step, unwrapped, optimizer, scheduler, config.keep_checkpoints,
+                                    {"elapsed": elapsed, "tokens_seen": tokens_seen})
+                accelerator.wait_for_everyone()
+            if stop.requested:
+                status = "interrupted"
+                break
+
+    final = run_eval(step) if status == "done" else None
+    record = {
+        "status": status,
+        "steps_completed": step,
+        "diverged_at_step": diverged_at,
+        "metrics": final.metrics if final else {},
+        "evaluation": {"mode": final.mode, **final.settings, "seconds": final.seconds} if final else None,
+        "config": config.to_dict(),
+        "model": loaded.info,
+        "optimizer": {"name": config.optimizer, "class": type(getattr(optimizer, "optimizer", optimizer)).__name__,
+                      "param_groups": _config_summary(optimizer)},
+        "schedule": {"name": config.schedule, "warmup_steps": config.warmup_steps, **config.schedule_args},
+        "data": {"n_train": len(encoded), "n_eval": len(eval_examples),
+                 "n_truncated_train": sum(e.truncated for e in encoded)},
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "tokens_seen": tokens_seen,
+        "wall_seconds": elapsed,
+        "peak_memory": {"peak_rss_bytes": peak_rss_bytes(), **({"cuda_peak_bytes": torch.cuda.max_memory_allocated()}
+                                                                if torch.cuda.is_available() else {})},
+        "processes": world,
+        "environment": environment(),
+    }
+    if accelerator.is_main_process:
+        if status == "done":
+            _optimizer_mode(optimizer, "eval")
+            unwrapped.save_pretrained(out / ("adapter" if config.lora is not None else "model"))
+            tokenizer.save_pretrained(out / ("adapter" if config.lora is not None else "model"))
+        if final is not None:
+            with (out / "predictions.jsonl").open("w") as f:
+                for prediction in final.predictions:
+                    f.write(json.dumps(prediction) + "\n")
+        (out / "result.json").write_text(json.dumps(record, indent=2, default=str))
+    if config.trackers:
+        accelerator.end_training()
+    return TrainResult(status, step, record["metrics"], out, record)

@@ -1,0 +1,85 @@
+"""What a run records: per-step JSONL, memory, the environment, and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+PACKAGES = ("adamlab", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes")
+
+
+def environment() -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    hardware = {"machine": platform.machine(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        hardware["gpu"] = torch.cuda.get_device_name()
+        hardware["gpu_count"] = torch.cuda.device_count()
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions, "hardware": hardware}
+
+
+def _rss_bytes() -> int:
+    try:  # Linux: the current resident set, not just the peak
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_rss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def memory() -> dict[str, Any]:
+    """CUDA peak and utilisation when a GPU is in use, process memory otherwise."""
+    if not torch.cuda.is_available():
+        return {"rss_bytes": _rss_bytes(), "peak_rss_bytes": peak_rss_bytes()}
+    stats = {"cuda_allocated_bytes": torch.cuda.memory_allocated(), "cuda_peak_bytes": torch.cuda.max_memory_allocated()}
+    try:
+        stats["gpu_utilization"] = torch.cuda.utilization()  # NVML, through torch
+    except Exception:  # no NVML library: the figure is optional
+        pass
+    return stats
+
+
+class JsonlLog:
+    """Append-only JSON lines; on resume, lines past the checkpoint's step are dropped so the log reads as one run."""
+
+    def __init__(self, path: Path, resume_step: int | None = None, key: str = "step"):
+        self.path = path
+        if resume_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)[key] <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )

@@ -1,0 +1,203 @@
+"""Shared tests every adamlab optimizer passes, driven by the capability table in ``optim_info.py``."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from .optim_info import OPTIMIZER_INFOS, OptimizerInfo
+
+# Shapes cover a matrix, a vector, a zero-size tensor, a 3-D tensor and a scalar-like tensor.
+SHAPES = [(4, 3), (7,), (0,), (2, 3, 2), (1,)]
+STEPS = 50
+
+
+def make_params(dtype=torch.float64, seed=0):
+    """Params with grads, plus a last one that never gets a gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_() for shape in SHAPES]
+    frozen = torch.randn(3, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+    return params + [frozen]
+
+
+def set_grads(params, step, seed=1):
+    """Deterministic gradients for step ``step``: identical for every optimizer compared."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + step)
+    for p in params[:-1]:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+
+
+def run(optimizer, params, steps, start=0):
+    for step in range(start, start + steps):
+        set_grads(params, step)
+        optimizer.step()
+
+
+def clone(params):
+    return [p.detach().clone().requires_grad_() for p in params]
+
+
+def cases(attr="hparam_sets"):
+    return [
+        pytest.param(info, hparams, id=f"{info.name}-{i}")
+        for info in OPTIMIZER_INFOS
+        for i, hparams in enumerate(getattr(info, attr))
+    ]
+
+
+def reference_cases():
+    return [
+        pytest.param(info, ref, hparams, id=f"{info.name}-{ref.package}-{i}")
+        for info in OPTIMIZER_INFOS
+        for ref in info.references
+        for i, hparams in enumerate(ref.hparam_sets or info.hparam_sets)
+    ]
+
+
+def state_tensors(optimizer):
+    """Every tensor in the optimizer state, in a stable order, for exact comparisons."""
+    out = []
+    for state in optimizer.state_dict()["state"].values():
+        for key in sorted(state):
+            if isinstance(state[key], torch.Tensor):
+                out.append(state[key])
+    return out
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+def test_foreach_matches_single_tensor(info: OptimizerInfo, hparams):
+    params_single, params_foreach = make_params(), make_params()
+    single = info.build(params_single, foreach=False, **hparams)
+    multi = info.build(params_foreach, foreach=True, **hparams)
+    run(single, params_single, STEPS)
+    run(multi, params_foreach, STEPS)
+    for a, b in zip(params_single, params_foreach):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    for a, b in zip(state_tensors(single), state_tensors(multi)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert params_single[-1].grad is None and len(single.state) == len(SHAPES)
+
+
+@pytest.mark.parametrize("info,ref,hparams", reference_cases())
+@pytest.mark.parametrize("foreach", [False, True])
+def test_matches_reference(info: OptimizerInfo, ref, hparams, foreach):
+    ours_params, ref_params = make_params(), make_params()
+    ours = info.build(ours_params, foreach=foreach, **hparams)
+    theirs = ref.build(ref_params, **hparams)
+    for step in range(STEPS):
+        set_grads(ours_params, step)
+        set_grads(ref_params, step)
+        ours.step()
+        theirs.step()
+        for a, b in zip(ours_params, ref_params):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=lambda m, step=step: f"step {step + 1}: {m}")
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+def test_state_dict_resume_is_bit_identical(info: OptimizerInfo, hparams):
+    straight_params = make_params()
+    straight = info.build(straight_params, **hparams)
+    run(straight, straight_params, 20)
+
+    first_params = make_params()
+    first = info.build(first_params, **hparams)
+    run(first, first_params, 10)
+    saved = copy.deepcopy(first.state_dict())
+    resumed_params = clone(first_params)
+    resumed = info.build(resumed_params, **hparams)
+    resumed.load_state_dict(saved)
+    run(resumed, resumed_params, 10, start=10)
+
+    for a, b in zip(straight_params, resumed_params):
+        assert torch.equal(a, b)
+    for a, b in zip(state_tensors(straight), state_tensors(resumed)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_converges_on_rosenbrock(info: OptimizerInfo):
+    spec = info.rosenbrock
+    xy = torch.tensor([-1.5, 2.0], dtype=torch.float64, requires_grad=True)
+    optimizer = info.build([xy], **spec["hparams"])
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (1 - xy[0]) ** 2 + 100 * (xy[1] - xy[0] ** 2) ** 2
+        loss.backward()
+        return loss
+
+    for _ in range(spec["steps"]):
+        optimizer.step(closure)
+    distance = torch.linalg.vector_norm(xy.detach() - torch.ones(2, dtype=torch.float64)).item()
+    assert distance < spec["tol"], f"ended at {xy.tolist()}, {distance:.3g} from the minimum (1, 1)"
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_invalid_hyperparameters_raise(info: OptimizerInfo):
+    assert info.invalid, "every optimizer lists the inputs it rejects"
+    for hparams, match in info.invalid:
+        with pytest.raises(ValueError, match=match):
+            info.build(make_params(), **hparams)
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+def test_maximize_equals_minimizing_the_negation(info: OptimizerInfo, hparams):
+    if not info.supports_maximize:
+        pytest.skip("no maximize option")
+    up_params, down_params = make_params(), make_params()
+    up = info.build(up_params, maximize=True, **hparams)
+    down = info.build(down_params, **hparams)
+    for step in range(10):
+        set_grads(up_params, step)
+        set_grads(down_params, step)
+        for p in down_params[:-1]:
+            p.grad.neg_()
+        up.step()
+        down.step()
+    for a, b in zip(up_params, down_params):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bf16_params_step_and_track_fp32(info: OptimizerInfo, hparams, foreach):
+    """bf16 params step, keep finite values, and follow the fp64 trajectory to bf16 precision."""
+    low_params, ref_params = make_params(torch.bfloat16), make_params()
+    low = info.build(low_params, foreach=foreach, **hparams)
+    ref = info.build(ref_params, foreach=foreach, **hparams)
+    run(low, low_params, 5)
+    run(ref, ref_params, 5)
+    for a, b in zip(low_params, ref_params):
+        assert a.dtype == torch.bfloat16 and torch.isfinite(a).all()
+        torch.testing.assert_close(a.double(), b, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+def test_param_groups_use_their_own_lr_and_closure_returns_loss(info: OptimizerInfo, hparams):
+    a, b = make_params()[:2]
+    a_alone = a.detach().clone().requires_grad_()
+    hparams = {k: v for k, v in hparams.items() if k != "lr"}
+    together = info.build([{"params": [a]}, {"params": [b], "lr": 0.0}], lr=1e-2, **hparams)
+    alone = info.build([a_alone], lr=1e-2, **hparams)
+    b_before = b.detach().clone()
+    for step in range(5):
+        for p in (a, a_alone):
+            p.grad = torch.full_like(p, 0.5 + step)
+        b.grad = torch.ones_like(b)
+        loss = together.step(lambda: torch.tensor(math.pi))
+        alone.step()
+    assert loss.item() == pytest.approx(math.pi)
+    torch.testing.assert_close(a, a_alone, atol=0, rtol=0)
+    if not any(v != 0 for k, v in hparams.items() if "decay" in k):
+        assert torch.equal(b, b_before), "a group with lr 0 must not move"
+
+
+def test_every_adamlab_optimizer_is_in_the_table():
+    import adamlab.optim as optim
+
+    listed = {info.name for info in OPTIMIZER_INFOS}
+    own = {name for name, spec in optim.registry.REGISTRY.items() if spec.source == "adamlab"}
+    assert own <= listed, f"missing from optim_info.py: {sorted(own - listed)}"
