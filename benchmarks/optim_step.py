@@ -12,6 +12,8 @@ seconds per step, the ratios, and optimizer-state bytes. Writes JSON.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import gc
 import json
 import platform
@@ -30,6 +32,16 @@ from adamlab.optim import available_optimizers, create_optimizer, optimizer_stat
 MAX_RATIO_TO_ADAMW = {"lion": 1.0}
 DEFAULT_MAX_RATIO_TO_ADAMW = 1.3
 MIN_SPEEDUP_OVER_PEERS = 2.0
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc from returning large freed blocks to the OS after every step. Otherwise each step's temporaries
+    are fresh mmap pages whose page faults dominate and swing the timings (a tuned allocator such as jemalloc
+    behaves like this too). Applies to every optimizer alike."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_trim_threshold, 2**30)
+    libc.mallopt(m_mmap_threshold, 2**30)
 
 
 def llama_shaped_params(layers: int, hidden: int, intermediate: int, seed: int = 0) -> list[torch.Tensor]:
@@ -94,16 +106,19 @@ def build(name: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
 
 
 def time_side_by_side(
-    builders: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]], args: argparse.Namespace
+    builders: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]],
+    args: argparse.Namespace,
+    measure_state: set[str],
 ) -> dict[str, dict[str, float]]:
-    """Median seconds per step of each builder's optimizer, measured in alternating rounds."""
+    """Median seconds per step of each builder's optimizer, measured in alternating rounds; state bytes for the
+    labels in ``measure_state`` (some peers' ``state_dict`` does not work on current torch)."""
     runs = {}
     for label, make in builders.items():
         params = llama_shaped_params(args.layers, args.hidden, args.intermediate)
         optimizer = make(params)
         for _ in range(args.warmup):
             optimizer.step()
-        runs[label] = (optimizer, [], optimizer_state_bytes(optimizer))
+        runs[label] = (optimizer, [], optimizer_state_bytes(optimizer) if label in measure_state else None)
     for _ in range(args.rounds):
         for optimizer, samples, _ in runs.values():
             start = time.perf_counter()
@@ -121,12 +136,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--intermediate", type=int, default=1376)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="optimizer names (default: every available one)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "optim_step.json")
     args = parser.parse_args()
+    keep_freed_memory()
 
     names = args.only or available_optimizers()
     baseline = "adamw (torch, foreach)"
@@ -144,7 +160,7 @@ def main() -> None:
             **peers(name),
         }
         console.log(f"timing {name} against {', '.join(list(builders)[1:])}")
-        timed = time_side_by_side(builders, args)
+        timed = time_side_by_side(builders, args, measure_state={name, baseline})
         ours, adamw = timed[name], timed[baseline]
         ratio = ours["seconds_per_step"] / adamw["seconds_per_step"]
         speedups = {peer: timed[peer]["seconds_per_step"] / ours["seconds_per_step"] for peer in peers(name)}
