@@ -43,6 +43,9 @@ class OptimizerSpec:
     fixed: dict[str, Any] = field(default_factory=dict)  # hyperparameters the name implies (amsgrad=True, ...)
     extra: str | None = None  # the adamlab extra that installs ``source``
     aliases: tuple[str, ...] = ()
+    # Builds the optimizer from a model when it needs more than parameters (names, its own groups); the default
+    # policy is ``param_groups``.
+    from_model: Callable[..., Optimizer] | None = None
 
     @property
     def installed(self) -> bool:
@@ -63,8 +66,8 @@ class OptimizerSpec:
         return getattr(module, class_name)
 
 
-def _spec(name, summary, source, target, fixed=None, extra=None, aliases=()) -> OptimizerSpec:
-    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases))
+def _spec(name, summary, source, target, fixed=None, extra=None, aliases=(), from_model=None) -> OptimizerSpec:
+    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model)
 
 
 _SPECS = [
@@ -90,6 +93,9 @@ _SPECS = [
     _spec("lion", "Lion: sign momentum (Chen et al. 2023)", "adamlab", Lion, aliases=["lion_32bit"]),
     _spec("came", "CAME: confidence-guided factored moments (Luo et al. 2023)", "adamlab", CAME),
     _spec("hybrid_adam_sgd", "Adam blended linearly into SGD with momentum", "adamlab", HybridAdamSGD),
+    # Memory-efficient Adam: LDAdam (below this line)
+    # Memory-efficient Adam: Adam-mini (below this line)
+    # Data-dependent step size: adam_dds (below this line)
     # Learning-rate-free and quantized peers, through their own packages.
     _spec("schedulefree_adamw", "Schedule-free AdamW (Defazio et al. 2024); call optimizer.train()/eval()",
           "schedulefree", "schedulefree:AdamWScheduleFree", extra="lrfree", aliases=["schedule_free_adamw"]),
@@ -215,6 +221,8 @@ def create_optimizer(
     _check_common_hparams(hparams)
 
     params = params_or_model
+    if isinstance(params_or_model, nn.Module) and spec.from_model is not None:
+        return spec.from_model(params_or_model, **hparams)
     if isinstance(params_or_model, nn.Module):
         decay_param = inspect.signature(cls.__init__).parameters.get("weight_decay")
         if decay_param is None:
