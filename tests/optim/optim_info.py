@@ -414,8 +414,132 @@ LOOKAHEAD = OptimizerInfo(
 
 # --- LDAdamW --------------------------------------------------------------------------------------
 
+from adamlab.optim.ldadam import LDAdamW  # noqa: E402
+
+
+def _ldadam(params, foreach=None, **hparams):
+    """2-D params in a low-rank group, the rest in an AdamW group; given groups, those holding only matrices go
+    low-rank. The official code is not installable: test_ldadam.py checks parity with a transcription of it."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        groups = [dict(g, enable_lowrank=True) if all(p.dim() == 2 for p in g["params"]) else g for g in params]
+    else:
+        groups = [
+            {"params": [p for p in params if p.dim() == 2], "enable_lowrank": True},
+            {"params": [p for p in params if p.dim() != 2]},  # enable_lowrank from the constructor (False)
+        ]
+    return LDAdamW([g for g in groups if g["params"]], foreach=foreach, **hparams)
+
+
+LDADAM = OptimizerInfo(
+    name="ldadam",
+    build=_ldadam,
+    # The (4, 3) matrix is the low-rank one: ranks below min(4, 3) compress it.
+    hparam_sets=[
+        dict(lr=1e-2, rank=2),  # the official defaults: std (right) projection, power iteration, error feedback
+        dict(lr=1e-2, rank=2, error_feedback=False, weight_decay=0.1, betas=(0.9, 0.999), rho=0.5, eps=1e-6),
+        dict(lr=1e-2, rank=2, proj_method="svd", proj_type="left", weight_decay=0.01),
+        dict(lr=1e-2, rank=1, proj_method="svd", error_feedback=False, step_counter="per_param",
+             state_dtype=torch.float32),
+    ],
+    invalid=[
+        (dict(lr=-1.0), "learning rate"),
+        (dict(lr=float("nan")), "learning rate"),
+        (dict(betas=(1.0, 0.99)), "beta"),
+        (dict(betas=(0.9,)), "betas"),
+        (dict(eps=0.0), "eps"),
+        (dict(weight_decay=-0.1), "weight_decay"),
+        (dict(rank=0), "rank"),
+        (dict(rank=2.0), "rank"),
+        (dict(rank=4), r"rank 4 exceeds min\(m, n\) = 3"),
+        (dict(rho=1.0), "rho"),
+        (dict(proj_type="up"), "proj_type"),
+        (dict(proj_method="qr"), "proj_method"),
+        (dict(error_feedback=1), "error_feedback"),
+        (dict(rank=2, enable_lowrank=True), "2-D matrices only"),  # every group low-rank: the vectors fail
+        (dict(ef_storage="disk"), "ef_storage"),
+        (dict(step_counter="local"), "step_counter"),
+        (dict(state_dtype=torch.bfloat16), "state_dtype"),
+        (dict(decomp_dtype="float16"), "decomp_dtype"),
+    ],
+    # xy is 1-D, so this runs the AdamW branch, with the official betas (0.908, 0.99).
+    rosenbrock=dict(hparams=dict(lr=1e-2), steps=2000, tol=1e-2),
+)
+
 
 # --- AdamMini -------------------------------------------------------------------------------------
+
+import itertools  # noqa: E402
+
+from adamlab.optim.adam_mini import AdamMini  # noqa: E402
+
+
+def _adam_mini_name(index: int, tensor: torch.Tensor) -> str:
+    """Adam-mini routes by name; these names spread the shared tests' tensors over three of its rules: matrices
+    get one second moment per row ("mlp"), vectors are plain Adam ("bias", not decayed), anything else has an
+    unknown name and falls back to one second moment per tensor."""
+    if tensor.dim() == 2:
+        return f"layers.{index}.mlp.weight"
+    if tensor.dim() == 1:
+        return f"layers.{index}.bias"
+    return f"layers.{index}.weight"
+
+
+def _adam_mini_named(params):
+    """Plain tensors, or param-group dicts of them, as the (name, tensor) pairs Adam-mini takes."""
+    index = itertools.count()
+    named = []
+    for item in params:
+        if isinstance(item, dict):
+            named.append({**item, "params": [(_adam_mini_name(next(index), p), p) for p in item["params"]]})
+        else:
+            named.append((_adam_mini_name(next(index), item), item))
+    return named
+
+
+def _adam_mini(params, **hparams):
+    return AdamMini(_adam_mini_named(params), verbose=False, **hparams)
+
+
+def _official_adam_mini(params, **hparams):
+    from adam_mini import Adam_mini
+
+    return Adam_mini(_adam_mini_named(params), verbose=False, **hparams)
+
+
+ADAM_MINI = OptimizerInfo(
+    name="adam_mini",
+    build=_adam_mini,
+    hparam_sets=[
+        dict(lr=1e-3),
+        dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+    ],
+    references=[
+        Reference(
+            "adam-mini",
+            _official_adam_mini,
+            note="adam-mini 1.1.1; its world size is torch.cuda.device_count(), so on a machine with several "
+            "GPUs and no process group it fails (issue #35); adamlab also rejects eps <= 0 and non-int dim/heads",
+        )
+    ],
+    invalid=[
+        (dict(lr=-1.0), "learning rate"),
+        (dict(lr=float("nan")), "learning rate"),
+        (dict(betas=(1.0, 0.999)), "beta"),
+        (dict(betas=(0.9,)), "betas"),
+        (dict(eps=0.0), "eps"),
+        (dict(eps=-1e-8), "eps"),
+        (dict(weight_decay=-0.1), "weight_decay"),
+        (dict(dim=0), "dim"),
+        (dict(dim=64.5), "dim"),
+        (dict(n_heads=0), "n_heads"),
+        (dict(n_kv_heads=3), "n_kv_heads"),  # does not divide the default n_heads=32
+        (dict(partition="per_row"), "partition"),
+    ],
+    # The 1-D xy is named as a bias, so this is Adam-mini's per-element (plain Adam) rule.
+    rosenbrock=dict(hparams=dict(lr=1e-2), steps=3000, tol=1e-2),
+)
+
 
 
 # --- the table ------------------------------------------------------------------------------------------

@@ -140,3 +140,18 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert json.loads((tmp_path / "two" / "result.json").read_text())["processes"] == 2
     for name, tensor in adapter_weights(tmp_path / "one").items():
         torch.testing.assert_close(adapter_weights(tmp_path / "two")[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_tensorboard_tracker_receives_train_and_eval_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny_config(tmp_path, steps=3, trackers=["tensorboard"]), show_progress=False)
+    event_dirs = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    assert event_dirs, "no TensorBoard event file written"
+    tags = set()
+    for folder in event_dirs:
+        accumulator = EventAccumulator(str(folder))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "eval/accuracy"} <= tags

@@ -23,8 +23,10 @@ from torch.optim import Optimizer
 from ._common import check_beta, check_betas, check_eps, check_lr, check_nonnegative
 from .adabelief import AdaBelief
 from .adabound import AdaBound
+from .adam_mini import AdamMini
 from .came import CAME
 from .hybrid_adam_sgd import HybridAdamSGD
+from .ldadam import LDAdamW
 from .lion import Lion
 from .lookahead import Lookahead
 from .yogi import Yogi
@@ -94,7 +96,10 @@ _SPECS = [
     _spec("came", "CAME: confidence-guided factored moments (Luo et al. 2023)", "adamlab", CAME),
     _spec("hybrid_adam_sgd", "Adam blended linearly into SGD with momentum", "adamlab", HybridAdamSGD),
     # Memory-efficient Adam: LDAdam (below this line)
+    _spec("ldadam", "LDAdam: low-rank Adam with error feedback (Robert et al. 2025)", "adamlab", LDAdamW, from_model=LDAdamW.from_model),
     # Memory-efficient Adam: Adam-mini (below this line)
+    _spec("adam_mini", "Adam-mini: one second moment per head, neuron or tensor (Zhang et al. 2025)", "adamlab",
+          AdamMini, from_model=AdamMini.from_model),
     # Data-dependent step size: adam_dds (below this line)
     # Learning-rate-free and quantized peers, through their own packages.
     _spec("schedulefree_adamw", "Schedule-free AdamW (Defazio et al. 2024); call optimizer.train()/eval()",

@@ -175,7 +175,10 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     step_log = JsonlLog(out / "metrics.jsonl", resume_step) if accelerator.is_main_process else None
     eval_log = JsonlLog(out / "evals.jsonl", resume_step) if accelerator.is_main_process else None
     if config.trackers:
-        accelerator.init_trackers("adamlab", config=json.loads(json.dumps(config.identity(), default=str)))
+        # Trackers take flat scalars as hyperparameters: nested settings go in as JSON strings.
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+                   for k, v in config.identity().items()}
+        accelerator.init_trackers("adamlab", config=hparams)
 
     def run_eval(step: int) -> EvalResult | None:
         result = None
