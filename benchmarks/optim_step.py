@@ -144,7 +144,9 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()
 
-    names = args.only or available_optimizers()
+    # Optimizers that build from a model (Adam-mini's name-based blocks, LDAdam's low-rank groups) are measured on
+    # one by benchmarks/memory_efficient.py; on bare parameters they would degenerate to plain Adam.
+    names = args.only or [n for n in available_optimizers() if n == "lookahead" or not registry.REGISTRY[n].from_model]
     baseline = "adamw (torch, foreach)"
     console = Console()
     table = Table(title=f"optimizer step, {args.layers} Llama layers at hidden {args.hidden}, fp32, CPU")

@@ -246,14 +246,13 @@ def test_matches_the_official_transcription_over_50_steps(error_feedback, proj_m
         ref.step()
         if step in (1, 2, 10, 50):
             assert max_difference(ours_model, ref_model) <= 1e-10, f"step {step}"
+            names = ("P P^T", "|m|", "v", "error")[: 4 if error_feedback else 3]
             for p, entry in zip(weights(ours_model), lowrank_refs):
-                compared = zip(ours_sign_invariant(ours, p, entry["right"]), official_sign_invariant(entry))
-                for (a, b), what in zip(
-                    compared, ("P P^T", "|m|", "v", "error") if error_feedback else ("P P^T", "|m|", "v")
+                for what, a, b in zip(
+                    names, ours_sign_invariant(ours, p, entry["right"]), official_sign_invariant(entry)
                 ):
-                    torch.testing.assert_close(
-                        a, b, atol=1e-10, rtol=0, msg=lambda s, t=step, w=what: f"step {t}, {w}: {s}"
-                    )
+                    message = lambda s, t=step, w=what: f"step {t}, {w}: {s}"
+                    torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=message)
         ours.zero_grad()
         ref.zero_grad()
     assert {tuple(p.shape) for p in weights(ours_model)} == {(40, 24), (32, 40), (32, 32), (8, 32)}

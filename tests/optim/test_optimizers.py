@@ -196,8 +196,11 @@ def test_param_groups_use_their_own_lr_and_closure_returns_loss(info: OptimizerI
 
 
 def test_every_adamlab_optimizer_is_in_the_table():
+    """Every optimizer whose update adamlab implements (its class defines ``step``) is held to the shared tests;
+    adam_dds only sets torch's Adam's lr."""
     import adamlab.optim as optim
 
     listed = {info.name for info in OPTIMIZER_INFOS}
-    own = {name for name, spec in optim.registry.REGISTRY.items() if spec.source == "adamlab"}
+    own = {name for name, spec in optim.registry.REGISTRY.items()
+           if spec.source == "adamlab" and "step" in vars(spec.resolve())}
     assert own <= listed, f"missing from optim_info.py: {sorted(own - listed)}"

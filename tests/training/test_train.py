@@ -155,3 +155,18 @@ def test_tensorboard_tracker_receives_train_and_eval_scalars(tmp_path):
         accumulator.Reload()
         tags |= set(accumulator.Tags()["scalars"])
     assert {"train/loss", "train/lr", "train/grad_norm", "eval/accuracy"} <= tags
+
+
+def test_adam_dds_estimates_its_step_size_before_the_first_step_and_reuses_it(tmp_path):
+    config = tiny_config(tmp_path, optimizer="adam_dds", optimizer_args={"samples": 8, "multiplier": 0.5}, steps=3)
+    result = train(config, show_progress=False)
+    assert result.status == "done"
+    estimate = json.loads((tmp_path / "stepsize.json").read_text())
+    group = result.record["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(0.5 * estimate["alpha"]) and group["dds_alpha"] == estimate["alpha"]
+    assert estimate["T"] == 3  # the theorem's horizon: this run's number of steps
+
+    (tmp_path / "result.json").unlink()  # as if interrupted after the last checkpoint
+    again = train(config, show_progress=False)
+    assert json.loads((tmp_path / "stepsize.json").read_text()) == estimate
+    assert again.record["optimizer"]["param_groups"][0]["lr"] == group["lr"]

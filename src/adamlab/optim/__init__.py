@@ -3,8 +3,10 @@
 from . import registry
 from .adabelief import AdaBelief
 from .adabound import AdaBound
+from .adam_mini import AdamMini
 from .came import CAME
 from .hybrid_adam_sgd import HybridAdamSGD
+from .ldadam import LDAdamW, ldadam_param_groups
 from .lion import Lion
 from .lookahead import Lookahead
 from .memory import optimizer_state_bytes
@@ -21,13 +23,16 @@ __all__ = [
     "CAME",
     "AdaBelief",
     "AdaBound",
+    "AdamMini",
     "HybridAdamSGD",
+    "LDAdamW",
     "Lion",
     "Lookahead",
     "MissingDependencyError",
     "Yogi",
     "available_optimizers",
     "create_optimizer",
+    "ldadam_param_groups",
     "no_weight_decay",
     "optimizer_state_bytes",
     "param_groups",

@@ -87,8 +87,8 @@ class AdamMini(Optimizer):
     With ``partition="lora"`` (adamlab's, no published reference) peft's LoRA factors (``lora_A``, ``lora_B``) use
     the ``row`` rule, checked right after ``adam``: under the official rules a ``q_proj`` / ``k_proj`` factor is
     rarely a whole number of head blocks. :meth:`partition_report` lists every parameter's rule and block count;
-    with ``verbose`` it is logged once at construction. Names that match no rule, and tensors with no name
-    match at all, get the ``tensor`` rule: one learning rate per tensor.
+    with ``verbose`` it is logged once at construction. A name that matches no rule, or a tensor given without a
+    name, gets the ``tensor`` rule: one learning rate per tensor.
 
     Weight decay :math:`\lambda_p` is 0 for names containing ``norm``, ``ln`` or ``bias`` and ``weight_decay``
     otherwise (embeddings and the LM head are decayed). Every parameter is its own param group (keys ``name``,
@@ -168,7 +168,6 @@ class AdamMini(Optimizer):
         self.dim, self.n_heads = dim, n_heads
         self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         self.head_numel = dim * dim // n_heads
-        self.verbose = verbose
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         # The reference's name sets, in its attribute names, so its documented edits (optimizer.wv_names = {})
         # work here too.

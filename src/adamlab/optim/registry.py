@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ..stepsize.optimizer import AdamDDS
 from ._common import check_beta, check_betas, check_eps, check_lr, check_nonnegative
 from .adabelief import AdaBelief
 from .adabound import AdaBound
@@ -101,6 +102,7 @@ _SPECS = [
     _spec("adam_mini", "Adam-mini: one second moment per head, neuron or tensor (Zhang et al. 2025)", "adamlab",
           AdamMini, from_model=AdamMini.from_model),
     # Data-dependent step size: adam_dds (below this line)
+    _spec("adam_dds", "Adam at the data-dependent step size of an estimate= (AdamDDS)", "adamlab", AdamDDS),
     # Learning-rate-free and quantized peers, through their own packages.
     _spec("schedulefree_adamw", "Schedule-free AdamW (Defazio et al. 2024); call optimizer.train()/eval()",
           "schedulefree", "schedulefree:AdamWScheduleFree", extra="lrfree", aliases=["schedule_free_adamw"]),

@@ -12,10 +12,12 @@ import torch
 
 from ..models import DTYPES, LoraSettings, builtin_models
 from ..optim import create_optimizer
+from ..optim.registry import resolve_name
 from ..schedules import get_schedule
 from ..tasks import get_task
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+DDS_SAMPLES = 256  # examples the adam_dds step size is estimated on when the run has no estimate
 EVAL_MODES = ("auto", "generate", "score")
 
 
@@ -62,7 +64,19 @@ class TrainConfig:
         if "lr" in self.optimizer_args:
             raise ValueError("give the learning rate as lr, not inside optimizer_args")
         # Building the optimizer on a throwaway parameter runs every hyperparameter check now, not mid-run.
-        create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=self.lr, **self.optimizer_args)
+        probe = [torch.nn.Parameter(torch.zeros(1))]
+        if resolve_name(self.optimizer) != "adam_dds":
+            create_optimizer(self.optimizer, probe, lr=self.lr, **self.optimizer_args)
+        else:  # its step size comes from an estimate, given or made from the training data before step 1
+            args = {k: v for k, v in self.optimizer_args.items() if k != "samples"}
+            samples = self.optimizer_args.get("samples", DDS_SAMPLES)
+            if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+                raise ValueError(f"adam_dds samples must be an int >= 1, got {samples!r}")
+            multiplier = args.get("multiplier", 1.0)
+            if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0:
+                raise ValueError(f"adam_dds multiplier must be a number > 0, got {multiplier!r}")
+            if "estimate" in args:
+                create_optimizer(self.optimizer, probe, **args)
         for name in ("train_source", "eval_source"):
             source = getattr(self, name)
             if source is not None and source.endswith((".jsonl", ".json")) and not Path(source).is_file():

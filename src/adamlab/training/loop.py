@@ -31,10 +31,11 @@ from ..encoding import IGNORE_INDEX, collate, encode_causal, encode_classifier
 from ..evaluation import EvalResult, evaluate
 from ..models import apply_lora, load_model
 from ..optim import create_optimizer
+from ..optim.registry import resolve_name
 from ..schedules import create_scheduler
 from ..tasks import get_task
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import DDS_SAMPLES, TrainConfig
 from .order import ExampleOrder
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
 
@@ -68,8 +69,10 @@ def check_output_dir(config: TrainConfig) -> None:
 
 
 def summed_loss(model, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
-    """The sum (not mean) of the batch's losses, in fp32, so the caller can normalise by the global count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    """The sum (not mean) of the batch's losses, in at least fp32, so the caller can normalise by the global
+    count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if head == "classifier":
         return F.cross_entropy(logits, batch["labels"], reduction="sum")
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), reduction="sum",
@@ -94,6 +97,26 @@ def _optimizer_mode(optimizer, mode: str) -> None:
 def _config_summary(optimizer) -> list[dict[str, Any]]:
     return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
             for group in optimizer.param_groups]
+
+
+def _build_optimizer(config: TrainConfig, model, head: str, pad_id: int, encoded) -> torch.optim.Optimizer:
+    """The configured optimizer. ``adam_dds`` without an ``estimate`` gets one from the training data before the
+    first step (``samples`` examples, horizon = the run's steps); it is saved as stepsize.json in the run folder,
+    and a resumed run reads it back instead of estimating again."""
+    if resolve_name(config.optimizer) != "adam_dds":
+        return create_optimizer(config.optimizer, model, lr=config.lr, **config.optimizer_args)
+    from ..stepsize import StepsizeEstimate, estimate_for_training
+
+    args = dict(config.optimizer_args)
+    samples = args.pop("samples", DDS_SAMPLES)
+    if "estimate" not in args:
+        saved = config.out_dir / "stepsize.json"
+        if saved.exists():
+            args["estimate"] = StepsizeEstimate.load(saved)
+        else:
+            args["estimate"] = estimate_for_training(model, head, encoded, pad_id, total_steps=config.steps,
+                                                     samples=samples, seed=config.seed)
+    return create_optimizer("adam_dds", model, **args)
 
 
 class _GracefulStop:
@@ -154,15 +177,20 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=config.trackers or None,
                               project_dir=str(out), cpu=not torch.cuda.is_available())
     world, rank = accelerator.num_processes, accelerator.process_index
+    if not config.quantize_4bit:  # quantized weights are placed at load; the rest moves before the optimizer exists
+        model = model.to(accelerator.device)
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size {config.batch_size} must split evenly over {world} processes x "
                          f"{config.grad_accum} micro-batches")
-    optimizer = create_optimizer(config.optimizer, model, lr=config.lr, **config.optimizer_args)
+    optimizer = _build_optimizer(config, model, head, tokenizer.pad_token_id, encoded)
     scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        estimate = getattr(optimizer.optimizer, "estimate", None)
+        if estimate is not None and not (out / "stepsize.json").exists():
+            estimate.save(out / "stepsize.json")
     unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
