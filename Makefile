@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The main job: the bundled demo study (MiniLM + LoRA on AG News, six optimizer arms), then its report.
+# Interrupted, it continues where it stopped when run again.
 demo: $(STAMP)
-	$(BIN)/adamlab optimizers
+	$(BIN)/adamlab sweep studies/demo.yaml --out studies/runs/demo
+	$(BIN)/adamlab report studies/runs/demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/optim_step.py

@@ -452,6 +452,21 @@ def estimate_for_training(
                              **options)
 
 
+def estimate_for_config(config: Any) -> dict[str, Any]:
+    """The estimate for a planned run (a ``TrainConfig``): its model, LoRA initialisation (seeded as the run
+    seeds it), training data and horizon (its steps), on ``samples`` examples (the config's ``optimizer_args``,
+    default 256). Returns the JSON record (adamdds.md §7.4); studies call it once per model and task."""
+    from ..training.config import DDS_SAMPLES  # here, not at the top: training imports the optimizers
+    from ..training.setup import prepare_trial
+
+    inputs = prepare_trial(config)
+    estimate = estimate_for_training(inputs.loaded.model, inputs.loaded.head, inputs.encoded,
+                                     inputs.loaded.tokenizer.pad_token_id, total_steps=config.steps,
+                                     samples=config.optimizer_args.get("samples", DDS_SAMPLES), seed=config.seed,
+                                     model_id=config.model, adapter_config=inputs.loaded.info.get("lora"))
+    return estimate.to_dict()
+
+
 def training_loss(head: str, pad_id: int, device: torch.device) -> Callable[[nn.Module, list], Tensor]:
     """The training loop's loss of a list of encoded examples: their summed losses over their loss targets."""
     from ..encoding import collate

@@ -20,23 +20,21 @@ import math
 import signal
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..encoding import IGNORE_INDEX, collate, encode_causal, encode_classifier
+from ..encoding import IGNORE_INDEX, collate
 from ..evaluation import EvalResult, evaluate
-from ..models import apply_lora, load_model
 from ..optim import create_optimizer
 from ..optim.registry import resolve_name
 from ..schedules import create_scheduler
-from ..tasks import get_task
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DDS_SAMPLES, TrainConfig
 from .order import ExampleOrder
+from .setup import prepare_trial
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
 
 
@@ -144,7 +142,6 @@ class _GracefulStop:
 
 def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     config.validate()
     check_output_dir(config)
@@ -155,23 +152,10 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
         return TrainResult(record["status"], record["steps_completed"], record["metrics"], out, record)
 
     # Everything that can fail on bad input (model, data, optimizer) happens before anything is written.
-    set_seed(config.seed)  # first: LoRA's initialisation draws from the global RNG
-    task = get_task(config.task, **config.task_args)
-    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
-                        quantize_4bit=config.quantize_4bit, seed=config.seed)
-    if loaded.head == "classifier" and task.kind != "classification":
-        raise ValueError(f"{config.model} is an encoder; task {task.name!r} needs a causal LM")
-    if config.lora is not None:
-        loaded = apply_lora(loaded, config.lora)
+    inputs = prepare_trial(config)
+    task, loaded, encoded = inputs.task, inputs.loaded, inputs.encoded
     model, tokenizer, head = loaded.model, loaded.tokenizer, loaded.head
-    # Subsets are drawn with a fixed seed, not the run's: every seed of a comparison sees the same data.
-    train_examples = task.load("train", config.train_source, config.train_limit)
     eval_examples = task.load("eval", config.eval_source, config.eval_limit)
-    if head == "classifier":
-        encode = encode_classifier
-    else:
-        encode = partial(encode_causal, mask_prompt=config.mask_prompt)
-    encoded = [encode(tokenizer, example, config.max_seq_len) for example in train_examples]
 
     # cpu=True without a GPU lets torchrun / `accelerate launch --multi_gpu` processes form a gloo group on CPUs.
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=config.trackers or None,

@@ -1,0 +1,136 @@
+"""`adamlab sweep`, `status`, `report` and `validate`: run a study, watch it, report it, check a spec."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .app import app
+from .options import bad_input_exits_2
+
+console = Console()
+
+
+def _primary_score(trial, metrics: dict) -> str:
+    from ..tasks import get_task
+
+    metric = get_task(trial.config["task"], **trial.config["task_args"]).primary_metric
+    value = metrics.get(metric)
+    return f"{metric} {value:.4f}" if isinstance(value, float) else ""
+
+
+def _describe(trial) -> str:
+    return (f"{trial.model} · {trial.task} · {trial.arm} · {trial.schedule} · lr {trial.lr:g} · seed {trial.seed} "
+            f"[dim]{trial.key}[/]")
+
+
+def _print_tables(report) -> None:
+    from ..reports import rich_table
+
+    for table in report.results.tables:
+        console.print(rich_table(table))
+    console.print(f"report: {report.markdown}", soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    study: Annotated[Path, typer.Argument(help="the study spec (YAML)")],
+    out: Annotated[Path | None, typer.Option(help="study folder (default: studies/runs/<name>)")] = None,
+    executor: Annotated[str, typer.Option(help="where trials run: local (one after another, here)")] = "local",
+    retry_failed: Annotated[bool, typer.Option(help="run failed trials again")] = False,
+    progress: Annotated[bool, typer.Option(help="show each trial's progress bar")] = True,
+) -> None:
+    """Run every trial of a study, then write its report. Running it again continues where it stopped: finished
+    trials are skipped and interrupted ones resume from their last checkpoint."""
+    from ..reports import write_report
+    from ..studies import SweepListener
+    from ..studies import sweep as run_sweep
+
+    class Printer(SweepListener):
+        def sweep_started(self, study_dir, counts) -> None:
+            to_run = counts["queued"] + counts["running"]
+            console.print(f"[bold]{sum(counts.values())} trials[/], {to_run} to run, in {study_dir}", soft_wrap=True)
+
+        def trial_started(self, trial) -> None:
+            console.print(f"[bold]run[/]  {_describe(trial)}", soft_wrap=True)
+
+        def trial_finished(self, trial, outcome) -> None:
+            colour = {"done": "green", "diverged": "yellow", "failed": "red"}.get(outcome.status, "blue")
+            score = _primary_score(trial, outcome.evaluations[-1]) if outcome.evaluations else ""
+            detail = outcome.error or score
+            console.print(f"[{colour}]{outcome.status}[/] {_describe(trial)}  {detail}  "
+                          f"({outcome.wall_seconds:.1f} s)", soft_wrap=True)
+
+    with bad_input_exits_2():
+        try:
+            result = run_sweep(study, out, executor=executor, listener=Printer(), show_progress=progress,
+                               retry_failed=retry_failed)
+        except KeyboardInterrupt:  # between trials, or a second Ctrl-C inside one
+            result = None
+        if result is None or not result.completed:
+            console.print("[yellow]stopped[/]: run the same command again to continue")
+            raise typer.Exit(130)
+        report = write_report(result.study_dir)
+    console.print("trials: " + ", ".join(f"{n} {status}" for status, n in result.counts.items() if n))
+    _print_tables(report)
+
+
+@app.command()
+def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from `adamlab sweep`)")]) -> None:
+    """How far a study is: trials by status, then one line per trial."""
+    from ..studies.store import STALE_AFTER_SECONDS, Store, is_abandoned
+    from ..studies.trials import KEY_LENGTH
+
+    with bad_input_exits_2():
+        store = Store.open(study_dir)
+        try:
+            study, counts, trials, finals = store.study(), store.counts(), store.trials(), store.final_evaluations()
+        finally:
+            store.close()
+    console.print(f"[bold]{study.name}[/] in {study_dir}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+                  soft_wrap=True)
+    table = Table(title_justify="left")
+    table.add_column("key", no_wrap=True, min_width=KEY_LENGTH)  # whole: it names the trial's folder
+    for column in ("model", "task", "arm", "schedule", "lr", "seed", "status", "attempts", "steps", "wall s", "result"):
+        table.add_column(column, justify="right" if column in ("lr", "seed", "attempts", "steps", "wall s") else "left")
+    now = time.time()
+    for trial in trials:
+        if trial.status == "running":
+            abandoned = is_abandoned(trial.owner, trial.heartbeat, now, STALE_AFTER_SECONDS)
+            note = "abandoned: the next sweep resumes it" if abandoned else f"by {trial.owner}"
+        elif trial.status == "failed":
+            note = trial.error or ""
+        else:
+            note = _primary_score(trial, finals.get(trial.key, {}))
+        table.add_row(trial.key, trial.model, trial.task, trial.arm, trial.schedule, f"{trial.lr:g}", str(trial.seed),
+                      trial.status, str(trial.attempts), "" if trial.steps_completed is None else str(trial.steps_completed),
+                      "" if trial.wall_seconds is None else f"{trial.wall_seconds:.1f}", note)
+    console.print(table)
+
+
+@app.command()
+def report(study_dir: Annotated[Path, typer.Argument(help="a study folder (from `adamlab sweep`)")]) -> None:
+    """Write STUDY_DIR/report/ (report.md, tables as .tex and .csv, summary.json) from the results store."""
+    from ..reports import write_report
+
+    with bad_input_exits_2():
+        written = write_report(study_dir)
+    _print_tables(written)
+
+
+@app.command()
+def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")]) -> None:
+    """Check a study spec and every trial it expands to, without running anything."""
+    from ..studies import default_study_dir, expand_trials, load_spec
+
+    with bad_input_exits_2():
+        spec = load_spec(study)
+        trials = expand_trials(spec, default_study_dir(spec))
+    configurations = sum(arm.configurations for arm in spec.arms)
+    console.print(f"{study}: ok, {len(trials)} trials = {len(spec.models)} models x {len(spec.tasks)} tasks x "
+                  f"{configurations} configurations ({len(spec.arms)} arms) x {len(spec.seeds)} seeds", soft_wrap=True)

@@ -1,0 +1,162 @@
+"""The report tables as Markdown, LaTeX, CSV and a rich table: the same cells, best bold and second underlined."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timezone
+
+from rich.table import Table
+
+from .results import COUNT_METRICS, ConfigurationResult, ResultTable, StudyResults
+
+HEADERS = ("arm", "optimizer", "schedule", "lr", "seeds")
+MISSING = "–"
+
+
+def metric_cell(row: ConfigurationResult, metric: str) -> str:
+    mean = row.mean(metric)
+    if mean is None:
+        return MISSING
+    if metric in COUNT_METRICS:  # an example count: its mean over seeds, which is whole unless seeds disagree
+        return f"{mean:g}"
+    std = row.std(metric)
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def seeds_cell(row: ConfigurationResult) -> str:
+    """Done seeds over all seeds, naming the others: "1/2 (1 diverged)"."""
+    others = ", ".join(f"{n} {status}" for status, n in row.statuses.items() if status != "done")
+    return f"{row.seeds_done}/{len(row.trials)}" + (f" ({others})" if others else "")
+
+
+def _cells(table: ResultTable, index: int) -> list[tuple[str, str | None]]:
+    """(text, mark) per column of row ``index``; mark is "best", "second" or None."""
+    row = table.rows[index]
+    cells: list[tuple[str, str | None]] = [(row.arm, None), (row.optimizer, None), (row.schedule, None),
+                                           (row.lr_label, None), (seeds_cell(row), None)]
+    marks = {metric: table.marks(metric) for metric in table.ranked_metrics}
+    for metric in table.metrics:
+        cells.append((metric_cell(row, metric), marks.get(metric, {}).get(index)))
+    return cells
+
+
+def _headers(table: ResultTable) -> list[str]:
+    return [*HEADERS, *(metric.replace("_", " ") for metric in table.metrics)]
+
+
+def markdown_table(table: ResultTable) -> str:
+    style = {"best": "**{}**", "second": "<u>{}</u>", None: "{}"}
+    lines = ["| " + " | ".join(_headers(table)) + " |",
+             "| " + " | ".join(["---"] * len(HEADERS) + ["---:"] * len(table.metrics)) + " |"]
+    for index in range(len(table.rows)):
+        lines.append("| " + " | ".join(style[mark].format(text.replace("|", "\\|"))
+                                       for text, mark in _cells(table, index)) + " |")
+    return "\n".join(lines)
+
+
+def latex_table(table: ResultTable) -> str:
+    style = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}", None: "{}"}
+    lines = [
+        "\\begin{tabular}{" + "l" * len(HEADERS) + "r" * len(table.metrics) + "}",
+        "\\toprule",
+        " & ".join(_latex_escape(h) for h in _headers(table)) + " \\\\",
+        "\\midrule",
+    ]
+    for index in range(len(table.rows)):
+        cells = [style[mark].format(_latex_escape(text)) for text, mark in _cells(table, index)]
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    caption = (f"% {_latex_escape(table.model)} / {_latex_escape(table.task)}: mean $\\pm$ sample std over seeds; "
+               f"primary metric {table.primary_metric}; best bold, second underlined. Needs \\usepackage{{booktabs}}.")
+    return caption + "\n" + "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    replacements = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
+                    "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+                    "±": "$\\pm$", "α": "$\\alpha$", "×": "$\\times$", "–": "--"}
+    return "".join(replacements.get(char, char) for char in text)
+
+
+def csv_table(table: ResultTable) -> str:
+    """Full-precision numbers, one row per configuration: mean, std and the number of done seeds per metric."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "task", "arm", "optimizer", "schedule", "lr", "lr_label", "seeds_done", "seeds_total",
+                     "statuses", *(f"{m}_{stat}" for m in table.metrics for stat in ("mean", "std"))])
+    for row in table.rows:
+        statuses = ";".join(f"{status}={n}" for status, n in row.statuses.items())
+        stats = [value for m in table.metrics for value in (row.mean(m), row.std(m))]
+        writer.writerow([table.model, table.task, row.arm, row.optimizer, row.schedule, repr(row.lr), row.lr_label,
+                         row.seeds_done, len(row.trials), statuses, *("" if v is None else repr(v) for v in stats)])
+    return buffer.getvalue()
+
+
+def rich_table(table: ResultTable) -> Table:
+    style = {"best": "bold", "second": "underline", None: ""}
+    rich = Table(title=f"{table.model} · {table.task} (primary: {table.primary_metric})", title_justify="left")
+    for index, header in enumerate(_headers(table)):
+        rich.add_column(header, justify="right" if index >= len(HEADERS) else "left")
+    for index in range(len(table.rows)):
+        rich.add_row(*(f"[{style[mark]}]{text}[/]" if mark else text for text, mark in _cells(table, index)))
+    return rich
+
+
+def markdown_report(results: StudyResults) -> str:
+    study, budget = results.study, results.study.budget
+    counts = ", ".join(f"{n} {status}" for status, n in results.counts.items() if n)
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = [f"# Study `{study.name}`", ""]
+    if study.description:
+        lines += [study.description, ""]
+    lines += [
+        f"- Trials: {sum(results.counts.values())} ({counts})",
+        f"- Spec: sha256 `{study.spec_hash[:16]}`, stored with the results in `results.sqlite`",
+        f"- Generated {generated} from the results store only",
+        "",
+        "## Tuning budget",
+        "",
+        f"Search space: {budget['search_space']}",
+        "",
+        f"Declared budget: at most {budget['trials_per_arm']} configuration(s) (schedule x learning rate) per arm. "
+        f"Each configuration runs with seeds {', '.join(map(str, results.seeds))}; seeds repeat a configuration, "
+        "they are not extra trials.",
+        "",
+        "| arm | configurations tried |",
+        "| --- | ---: |",
+        *(f"| {arm} | {n} |" for arm, n in results.configurations_per_arm.items()),
+        "",
+    ]
+    for table in results.tables:
+        lines += [
+            f"## {table.model} · {table.task}",
+            "",
+            f"Primary metric: **{table.primary_metric}**. Final evaluation after training, as mean ± sample standard "
+            "deviation over the seeds that finished (seeds column: done/total). **Bold**: best mean, "
+            "<u>underlined</u>: second. Train loss: the loss of the last optimizer step.",
+            "",
+            markdown_table(table),
+            "",
+        ]
+    lines += [
+        "## Reading these tables",
+        "",
+        "- Every configuration the study ran is reported. The marks rank results on the evaluation split; they "
+        "select nothing (protocols.md §G.8). To pick a configuration, select on a dev split carved from the "
+        "training data.",
+        "- Diverged and failed seeds are counted in the seeds column and left out of the means.",
+        "",
+    ]
+    if results.environments:
+        lines += ["## Environment", ""]
+        lines += [f"- {_environment_line(environment)}" for environment in results.environments]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _environment_line(environment: dict) -> str:
+    packages = ", ".join(f"{name} {version}" for name, version in environment.get("packages", {}).items())
+    hardware = environment.get("hardware", {})
+    device = hardware.get("gpu") or f"CPU ({hardware.get('cpu_threads', '?')} threads)"
+    return f"python {environment.get('python', '?')} on {environment.get('platform', '?')}, {device}; {packages}"

@@ -1,0 +1,40 @@
+"""What a trial starts from: its task, its model (with LoRA) and its encoded training data, built the same way
+for training, for the step-size estimate of a planned run, and for studies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from ..encoding import Encoded, encode_causal, encode_classifier
+from ..models import LoadedModel, apply_lora, load_model
+from ..tasks import get_task
+from ..tasks.base import Task
+from .config import TrainConfig
+
+
+@dataclass
+class TrialInputs:
+    task: Task
+    loaded: LoadedModel
+    encoded: list[Encoded]  # the training examples, tokenised as the loss sees them
+
+
+def prepare_trial(config: TrainConfig) -> TrialInputs:
+    """Seed, load the task and model, apply LoRA and encode the training data. The global RNG is seeded first
+    because LoRA's initialisation (the run's w0) draws from it."""
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)
+    task = get_task(config.task, **config.task_args)
+    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
+                        quantize_4bit=config.quantize_4bit, seed=config.seed)
+    if loaded.head == "classifier" and task.kind != "classification":
+        raise ValueError(f"{config.model} is an encoder; task {task.name!r} needs a causal LM")
+    if config.lora is not None:
+        loaded = apply_lora(loaded, config.lora)
+    encode = encode_classifier if loaded.head == "classifier" else partial(encode_causal,
+                                                                            mask_prompt=config.mask_prompt)
+    # Subsets are drawn with a fixed seed, not the run's: every seed of a comparison sees the same data.
+    examples = task.load("train", config.train_source, config.train_limit)
+    return TrialInputs(task, loaded, [encode(loaded.tokenizer, e, config.max_seq_len) for e in examples])
