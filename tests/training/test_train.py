@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from adamlab.models import LoraSettings
+from adamlab.optim import available_optimizers
 from adamlab.training import TrainConfig, train
 
 TINY = dict(model="tiny-llama", task="ag_news", train_limit=64, eval_limit=12, max_seq_len=96, batch_size=4,
@@ -170,3 +171,12 @@ def test_adam_dds_estimates_its_step_size_before_the_first_step_and_reuses_it(tm
     again = train(config, show_progress=False)
     assert json.loads((tmp_path / "stepsize.json").read_text()) == estimate
     assert again.record["optimizer"]["param_groups"][0]["lr"] == group["lr"]
+
+
+@pytest.mark.parametrize("name", available_optimizers())
+def test_every_registered_optimizer_trains_through_the_loop(tmp_path, name):
+    args = {"lookahead": {"base": "adamw"}, "adam_dds": {"samples": 4}, "ldadam": {"rank": 2}}.get(name, {})
+    lr = 1e-3 if name != "dadapt_adam" else 1.0  # D-Adaptation takes lr as a multiplier of its own estimate
+    result = train(tiny_config(tmp_path, optimizer=name, lr=lr, optimizer_args=args, steps=2, eval_limit=4),
+                   show_progress=False)
+    assert result.status == "done" and result.metrics["n_total"] == 4
