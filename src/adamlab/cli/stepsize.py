@@ -78,10 +78,6 @@ def lr_command(
 ) -> None:
     """The AdamDDS constant step size alpha = sqrt(2 (L0 - L*) / (K T)) of MODEL on TASK, with K from the Hessian's
     spectral norm at the start of training; or, with --method range-test, the learning-rate range test."""
-    from accelerate.utils import set_seed
-
-    from ..encoding import encode_causal, encode_classifier
-    from ..models import apply_lora, load_model
     from ..stepsize import (
         FROM_PRESET,
         METHODS,
@@ -91,7 +87,8 @@ def lr_command(
         lr_range_test,
         training_loss,
     )
-    from ..tasks import get_task
+    from ..training import TrainConfig
+    from ..training.setup import prepare_trial
 
     with bad_input_exits_2():
         _check_output(json_out)
@@ -106,19 +103,13 @@ def lr_command(
             if settings["horizon"] == "steps" and steps is None:
                 raise ValueError("horizon 'steps' needs --steps, the planned run's optimizer steps (or give "
                                  "--horizon <int> or --horizon one)")
-        lora_settings = _lora(lora, lora_r, lora_alpha, lora_dropout, lora_targets)
-        task_obj = get_task(task, **parse_pairs(task_option, "--task-option"))
-        set_seed(seed)  # as the trainer does before loading: LoRA's initialisation (w0) draws from the global RNG
-        loaded = load_model(model, num_labels=len(task_obj.answer_choices) or None, dtype=dtype, seed=seed)
-        if loaded.head == "classifier" and task_obj.kind != "classification":
-            raise ValueError(f"{model} is an encoder; task {task_obj.name!r} needs a causal LM")
-        if lora_settings is not None:
-            loaded = apply_lora(loaded, lora_settings)
-        examples = task_obj.load("train", train_data, train_limit)
-        if loaded.head == "classifier":
-            encoded = [encode_classifier(loaded.tokenizer, e, max_seq_len) for e in examples]
-        else:
-            encoded = [encode_causal(loaded.tokenizer, e, max_seq_len, mask_prompt=mask_prompt) for e in examples]
+        # The trial a run with these settings would start from: same seed, w0, data and encoding.
+        inputs = prepare_trial(TrainConfig(
+            model=model, task=task, out="", task_args=parse_pairs(task_option, "--task-option"), seed=seed,
+            dtype=dtype, lora=_lora(lora, lora_r, lora_alpha, lora_dropout, lora_targets), max_seq_len=max_seq_len,
+            mask_prompt=mask_prompt, train_source=train_data, train_limit=train_limit,
+        ))
+        task_obj, loaded, encoded = inputs.task, inputs.loaded, inputs.encoded
         pad_id = loaded.tokenizer.pad_token_id
 
         if method == RANGE_TEST:
