@@ -73,25 +73,22 @@ def train(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Fine-tune MODEL on TASK with one optimizer and schedule, then evaluate on every evaluation example."""
-    from ..training import RunMismatchError, TrainConfig
+    from ..training import TrainConfig
     from ..training import train as run_training
 
-    with bad_input_exits_2():
-        try:
-            config = TrainConfig(
-                model=model, task=task, out=str(out), task_args=parse_pairs(task_option, "--task-option"),
-                optimizer=optimizer, lr=lr, optimizer_args=parse_pairs(opt, "--opt"), schedule=schedule,
-                schedule_args=parse_pairs(sched, "--sched"), warmup_steps=warmup if 0 < warmup < 1 else int(warmup),
-                steps=steps, batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=max_grad_norm or None,
-                seed=seed, dtype=dtype, mixed_precision=mixed_precision,
-                lora=_lora(lora, lora_r, lora_alpha, lora_dropout, lora_targets), quantize_4bit=qlora,
-                max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, eval_source=eval_data,
-                train_limit=train_limit, eval_limit=eval_limit, eval_every=eval_every, eval_mode=eval_mode,
-                eval_batch_size=eval_batch_size, checkpoint_every=checkpoint_every, trackers=tracker or [],
-            )
-            result = run_training(config, show_progress=progress)
-        except RunMismatchError as error:
-            raise ValueError(str(error)) from None
+    with bad_input_exits_2():  # RunMismatchError (a folder holding another run) is a ValueError too
+        config = TrainConfig(
+            model=model, task=task, out=str(out), task_args=parse_pairs(task_option, "--task-option"),
+            optimizer=optimizer, lr=lr, optimizer_args=parse_pairs(opt, "--opt"), schedule=schedule,
+            schedule_args=parse_pairs(sched, "--sched"), warmup_steps=warmup if 0 < warmup < 1 else int(warmup),
+            steps=steps, batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=max_grad_norm or None,
+            seed=seed, dtype=dtype, mixed_precision=mixed_precision,
+            lora=_lora(lora, lora_r, lora_alpha, lora_dropout, lora_targets), quantize_4bit=qlora,
+            max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, eval_source=eval_data,
+            train_limit=train_limit, eval_limit=eval_limit, eval_every=eval_every, eval_mode=eval_mode,
+            eval_batch_size=eval_batch_size, checkpoint_every=checkpoint_every, trackers=tracker or [],
+        )
+        result = run_training(config, show_progress=progress)
     console.print(f"[bold]{result.status}[/] after {result.steps_completed} steps; results in {result.out_dir}")
     if result.metrics:
         _print_metrics(f"{task} evaluation", result.metrics)
