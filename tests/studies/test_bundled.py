@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from adamlab import stepsize
 from adamlab.optim import registry
 from adamlab.studies import expand_trials, load_spec
 
@@ -16,10 +17,13 @@ def missing_optimizers(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("path", sorted(STUDIES.glob("*.yaml")), ids=lambda path: path.name)
-def test_bundled_study_validates(path, tmp_path):
+def test_bundled_study_validates(path, tmp_path, monkeypatch):
     missing = missing_optimizers(path.name)
     if missing:
         pytest.skip(f"{path.name} compares optimizers this install lacks: {', '.join(missing)}")
+    # A dds arm's α would be estimated on the real model (a minute on a CPU); the estimator has its own tests and
+    # tests/studies/test_trials.py runs it inside a study.
+    monkeypatch.setattr(stepsize, "estimate_for_config", lambda config: {"alpha": 1e-3})
     spec = load_spec(path)
     trials = expand_trials(spec, tmp_path)
     assert spec.name == path.stem and trials

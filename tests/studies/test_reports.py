@@ -7,6 +7,7 @@ import statistics
 import pytest
 
 from adamlab.reports import write_report
+from adamlab.reports.results import published_tables
 from adamlab.studies import Owner, Store, TrialOutcome, expand_trials, parse_spec
 
 from .tiny import TINY_SPEC
@@ -90,3 +91,39 @@ def test_markdown_latex_and_csv_show_the_same_numbers_and_marks(study_dir):
 def test_a_folder_without_results_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no study results"):
         write_report(tmp_path)
+
+
+def test_the_published_layout_puts_models_under_each_metric_and_configurations_in_columns(tmp_path):
+    """Two models, and a dds arm whose α differs per model: its multiples still line up in one column each."""
+    text = (TINY_SPEC.replace("models: [tiny-llama]", "models: [tiny-llama, tiny-qwen]")
+            + "  - name: adam-dds\n    optimizer: adam\n    lr: dds x0.5, x1\n"
+            + "dds:\n  alpha:\n    tiny-llama: {ag_news: 4e-3}\n    tiny-qwen: {ag_news: 2e-3}\n")
+    spec = parse_spec(text.replace("trials_per_arm: 3", "trials_per_arm: 2"), "study.yaml")
+    store = Store.open(tmp_path, create=True)
+    store.register(spec, expand_trials(spec, tmp_path))
+    owner = Owner.current()
+    accuracy = {}
+    while (trial := store.claim(owner)) is not None:
+        accuracy[trial.key] = value = 0.5 + 0.01 * trial.position
+        store.finish(trial.key, owner, TrialOutcome("done", 3, 1.0, None, [{"step": 3, "loss": 1.0}],
+                                                    [{"step": 3, "accuracy": value, "weighted_f1": value / 2,
+                                                      "n_total": 8, "n_invalid": 0, "seconds": 0.5}]))
+    store.close()
+    report = write_report(tmp_path)
+    (table,) = published_tables(report.results)
+    assert table.columns == ["adam", "adamw-cosine", "adam-dds α×0.5", "adam-dds α×1"]
+    assert [(row.metric, row.model) for row in table.rows] == [
+        ("accuracy", "tiny-llama"), ("accuracy", "tiny-qwen"), ("weighted_f1", "tiny-llama"), ("weighted_f1", "tiny-qwen")]
+    store = Store.open(tmp_path)
+    for row in table.rows:
+        for column, cell in zip(table.columns, row.cells):
+            keys = [t.key for t in store.trials() if t.model == row.model and column == (
+                f"{t.arm} α×{t.stepsize_estimate['multiplier']:g}" if t.stepsize_estimate else t.arm)]
+            assert len(keys) == 2  # two seeds
+            expected = statistics.fmean(accuracy[k] * (0.5 if row.metric == "weighted_f1" else 1) for k in keys)
+            assert cell.mean(row.metric) == pytest.approx(expected)
+    # The best of each row is the configuration run last (position grows with the value), second the one before.
+    assert all(row.marks() == {3: "best", 2: "second"} for row in table.rows)
+    markdown = report.markdown.read_text()
+    assert "| metric, model | adam | adamw-cosine | adam-dds α×0.5 | adam-dds α×1 |" in markdown
+    assert (report.folder / "tables" / "ag_news.published.tex").read_text().count("\\textbf{") == 4

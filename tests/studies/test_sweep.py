@@ -36,6 +36,9 @@ def assert_each_trial_ran_once_and_completely(study_dir, steps: int):
         assert [row["step"] for row in store.step_metrics(trial.key)] == list(range(1, steps + 1))
         assert [r["step"] for r in read_jsonl(study_dir / "trials" / trial.key / "metrics.jsonl")] == \
             list(range(1, steps + 1))
+        # The run's record and its per-example predictions are in the store, so reports need no run folder.
+        assert store.run_record(trial.key)["steps_completed"] == steps
+        assert store.predictions(trial.key) == read_jsonl(study_dir / "trials" / trial.key / "predictions.jsonl")
     counts = store.db.execute("SELECT COUNT(*), COUNT(DISTINCT trial || ':' || step) FROM step_metrics").fetchone()
     assert counts[0] == counts[1] == steps * len(trials)
     assert store.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == len(trials)

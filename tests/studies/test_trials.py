@@ -91,3 +91,19 @@ def test_dds_learning_rates_are_multiples_of_one_estimate_per_model_and_task(tmp
     assert trials[0].stepsize_estimate["source"] == "estimated" and alpha > 0
     assert sorted({t.config.lr / alpha for t in trials}) == pytest.approx([0.5, 2.0])
     assert trials[0].stepsize_estimate["T"] == 3  # the theorem's horizon: the study's steps
+
+
+def test_a_saved_dds_estimate_is_reused_while_its_configuration_holds(tmp_path, monkeypatch):
+    from adamlab import stepsize
+
+    spec = parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x2"), tmp_path / "tiny.yaml")
+    calls = []
+    monkeypatch.setattr(stepsize, "estimate_for_config", lambda config: calls.append(config) or {"alpha": 1e-3})
+    first = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
+    again = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
+    assert len(calls) == 1 and [t.key for t in again] == [t.key for t in first]
+    assert len(list((tmp_path / "stepsize").glob("*.json"))) == 1
+    longer = parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x2").replace("steps: 3", "steps: 4"),
+                        tmp_path / "tiny.yaml")
+    expand_trials(longer, tmp_path, estimates=tmp_path / "stepsize")
+    assert len(calls) == 2, "another horizon is another estimate"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +15,10 @@ from rich.table import Table
 from .app import app
 from .options import bad_input_exits_2
 
-console = Console()
+# Off a terminal (CI logs, pipes) rich assumes 80 columns and would cut table headers and numbers short; tables are
+# printed at their natural width there instead, up to LOG_WIDTH (COLUMNS, when set, still wins).
+LOG_WIDTH = 240
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else LOG_WIDTH)
 
 
 def _primary_score(trial, metrics: dict) -> str:
@@ -35,13 +40,19 @@ def _print_tables(report) -> None:
     for table in report.results.tables:
         console.print(rich_table(table))
     console.print(f"report: {report.markdown}", soft_wrap=True)
+    console.print(f"html report: {report.html}", soft_wrap=True)
 
 
 @app.command()
 def sweep(
     study: Annotated[Path, typer.Argument(help="the study spec (YAML)")],
     out: Annotated[Path | None, typer.Option(help="study folder (default: studies/runs/<name>)")] = None,
-    executor: Annotated[str, typer.Option(help="where trials run: local (one after another, here)")] = "local",
+    executor: Annotated[str, typer.Option(
+        help="where trials run: local (this machine: one at a time, or one per GPU) or ray (a Ray cluster)")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="the Ray cluster to run on (ray executor; default: start one on this machine)")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="trials at once (default: one per visible GPU, or as many as the Ray cluster can run)")] = None,
     retry_failed: Annotated[bool, typer.Option(help="run failed trials again")] = False,
     progress: Annotated[bool, typer.Option(help="show each trial's progress bar")] = True,
 ) -> None:
@@ -68,8 +79,8 @@ def sweep(
 
     with bad_input_exits_2():
         try:
-            result = run_sweep(study, out, executor=executor, listener=Printer(), show_progress=progress,
-                               retry_failed=retry_failed)
+            result = run_sweep(study, out, executor=executor, workers=workers, address=address, listener=Printer(),
+                               show_progress=progress, retry_failed=retry_failed)
         except KeyboardInterrupt:  # between trials, or a second Ctrl-C inside one
             result = None
         if result is None or not result.completed:

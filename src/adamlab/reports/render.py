@@ -8,7 +8,15 @@ from datetime import datetime, timezone
 
 from rich.table import Table
 
-from .results import COUNT_METRICS, ConfigurationResult, ResultTable, StudyResults
+from .results import (
+    COUNT_METRICS,
+    ConfigurationResult,
+    LayoutRow,
+    PublishedTable,
+    ResultTable,
+    StudyResults,
+    published_tables,
+)
 
 HEADERS = ("arm", "optimizer", "schedule", "lr", "seeds")
 MISSING = "–"
@@ -30,7 +38,7 @@ def seeds_cell(row: ConfigurationResult) -> str:
     return f"{row.seeds_done}/{len(row.trials)}" + (f" ({others})" if others else "")
 
 
-def _cells(table: ResultTable, index: int) -> list[tuple[str, str | None]]:
+def table_cells(table: ResultTable, index: int) -> list[tuple[str, str | None]]:
     """(text, mark) per column of row ``index``; mark is "best", "second" or None."""
     row = table.rows[index]
     cells: list[tuple[str, str | None]] = [(row.arm, None), (row.optimizer, None), (row.schedule, None),
@@ -41,17 +49,17 @@ def _cells(table: ResultTable, index: int) -> list[tuple[str, str | None]]:
     return cells
 
 
-def _headers(table: ResultTable) -> list[str]:
+def table_headers(table: ResultTable) -> list[str]:
     return [*HEADERS, *(metric.replace("_", " ") for metric in table.metrics)]
 
 
 def markdown_table(table: ResultTable) -> str:
     style = {"best": "**{}**", "second": "<u>{}</u>", None: "{}"}
-    lines = ["| " + " | ".join(_headers(table)) + " |",
+    lines = ["| " + " | ".join(table_headers(table)) + " |",
              "| " + " | ".join(["---"] * len(HEADERS) + ["---:"] * len(table.metrics)) + " |"]
     for index in range(len(table.rows)):
         lines.append("| " + " | ".join(style[mark].format(text.replace("|", "\\|"))
-                                       for text, mark in _cells(table, index)) + " |")
+                                       for text, mark in table_cells(table, index)) + " |")
     return "\n".join(lines)
 
 
@@ -60,11 +68,11 @@ def latex_table(table: ResultTable) -> str:
     lines = [
         "\\begin{tabular}{" + "l" * len(HEADERS) + "r" * len(table.metrics) + "}",
         "\\toprule",
-        " & ".join(_latex_escape(h) for h in _headers(table)) + " \\\\",
+        " & ".join(_latex_escape(h) for h in table_headers(table)) + " \\\\",
         "\\midrule",
     ]
     for index in range(len(table.rows)):
-        cells = [style[mark].format(_latex_escape(text)) for text, mark in _cells(table, index)]
+        cells = [style[mark].format(_latex_escape(text)) for text, mark in table_cells(table, index)]
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     caption = (f"% {_latex_escape(table.model)} / {_latex_escape(table.task)}: mean $\\pm$ sample std over seeds; "
@@ -93,13 +101,59 @@ def csv_table(table: ResultTable) -> str:
     return buffer.getvalue()
 
 
+def _layout_cells(table: PublishedTable, row: LayoutRow) -> list[tuple[str, str | None]]:
+    marks = row.marks()
+    return [(f"{row.metric.replace('_', ' ')}, {row.model}", None)] + [
+        (MISSING if cell is None else metric_cell(cell, row.metric), marks.get(index))
+        for index, cell in enumerate(row.cells)]
+
+
+def published_markdown(table: PublishedTable) -> str:
+    style = {"best": "**{}**", "second": "<u>{}</u>", None: "{}"}
+    lines = ["| metric, model | " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |",
+             "| --- | " + " | ".join(["---:"] * len(table.columns)) + " |"]
+    for row in table.rows:
+        lines.append("| " + " | ".join(style[mark].format(text.replace("|", "\\|"))
+                                       for text, mark in _layout_cells(table, row)) + " |")
+    return "\n".join(lines)
+
+
+def published_latex(table: PublishedTable) -> str:
+    style = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}", None: "{}"}
+    lines = [
+        "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
+        "\\toprule",
+        " & ".join(_latex_escape(h) for h in ["metric, model", *table.columns]) + " \\\\",
+        "\\midrule",
+    ]
+    for row in table.rows:
+        lines.append(" & ".join(style[mark].format(_latex_escape(text))
+                                for text, mark in _layout_cells(table, row)) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    caption = (f"% {_latex_escape(table.task)}: a row per metric and model, a column per configuration; mean "
+               "$\\pm$ sample std over seeds; best bold, second underlined in each row. Needs \\usepackage{booktabs}.")
+    return caption + "\n" + "\n".join(lines) + "\n"
+
+
+def published_csv(table: PublishedTable) -> str:
+    """Full precision: per metric and model, each configuration's mean and std."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["task", "metric", "model", *(f"{c} {stat}" for c in table.columns for stat in ("mean", "std"))])
+    for row in table.rows:
+        stats = [value for cell in row.cells
+                 for value in ((None, None) if cell is None else (cell.mean(row.metric), cell.std(row.metric)))]
+        writer.writerow([table.task, row.metric, row.model, *("" if v is None else repr(v) for v in stats)])
+    return buffer.getvalue()
+
+
 def rich_table(table: ResultTable) -> Table:
     style = {"best": "bold", "second": "underline", None: ""}
     rich = Table(title=f"{table.model} · {table.task} (primary: {table.primary_metric})", title_justify="left")
-    for index, header in enumerate(_headers(table)):
+    for index, header in enumerate(table_headers(table)):
         rich.add_column(header, justify="right" if index >= len(HEADERS) else "left")
     for index in range(len(table.rows)):
-        rich.add_row(*(f"[{style[mark]}]{text}[/]" if mark else text for text, mark in _cells(table, index)))
+        rich.add_row(*(f"[{style[mark]}]{text}[/]" if mark else text for text, mark in table_cells(table, index)))
     return rich
 
 
@@ -137,6 +191,16 @@ def markdown_report(results: StudyResults) -> str:
             "<u>underlined</u>: second. Train loss: the loss of the last optimizer step.",
             "",
             markdown_table(table),
+            "",
+        ]
+    for table in published_tables(results):
+        lines += [
+            f"## {table.task}: the published layout",
+            "",
+            "As the AdamDDS study's tables (protocols.md §A.8): a row per metric and model, a column per "
+            "configuration, mean ± sample standard deviation over seeds; marks rank each row.",
+            "",
+            published_markdown(table),
             "",
         ]
     lines += [

@@ -72,12 +72,16 @@ class ResultTable:
 
     def marks(self, metric: str) -> dict[int, str]:
         """Row index -> "best" or "second" by mean (higher is better); ties share the mark."""
-        means = {i: row.mean(metric) for i, row in enumerate(self.rows)}
-        ranked = sorted({mean for mean in means.values() if mean is not None}, reverse=True)
-        marks = {}
-        for label, value in zip(("best", "second"), ranked):
-            marks.update({i: label for i, mean in means.items() if mean == value})
-        return marks
+        return rank_marks({i: row.mean(metric) for i, row in enumerate(self.rows)})
+
+
+def rank_marks(means: dict[int, float | None]) -> dict[int, str]:
+    """Index -> "best" or "second" by mean, higher is better; ties share the mark, missing means get none."""
+    ranked = sorted({mean for mean in means.values() if mean is not None}, reverse=True)
+    marks = {}
+    for label, value in zip(("best", "second"), ranked):
+        marks.update({i: label for i, mean in means.items() if mean == value})
+    return marks
 
 
 @dataclass
@@ -173,3 +177,65 @@ def summary(results: StudyResults) -> dict[str, Any]:
         ],
         "environments": results.environments,
     }
+
+
+# ---------------------------------------------------------------------------------------------- the published layout
+
+
+@dataclass
+class LayoutRow:
+    metric: str
+    model: str
+    cells: list[ConfigurationResult | None]  # one per column; None where the model did not run that configuration
+
+    def marks(self) -> dict[int, str]:
+        """Column index -> "best" or "second" by mean across the configurations."""
+        return rank_marks({i: cell.mean(self.metric) for i, cell in enumerate(self.cells) if cell is not None})
+
+
+@dataclass
+class PublishedTable:
+    """One task in the AdamDDS study's layout (protocols.md §A.8): a row per metric x model, a column per
+    configuration (schedules and optimizers side by side), cells mean ± std over seeds."""
+
+    task: str
+    columns: list[str]
+    rows: list[LayoutRow]
+
+
+def configuration_column(row: ConfigurationResult, trial: TrialRow) -> tuple[str, str, str]:
+    """What makes configurations of different models one column: arm, schedule, and the learning rate, or its
+    multiple of α for data-dependent step sizes (α differs per model)."""
+    estimate = trial.stepsize_estimate
+    lr = f"α×{estimate['multiplier']:g}" if estimate is not None else f"{row.lr:g}"
+    return row.arm, row.schedule, lr
+
+
+def published_tables(results: StudyResults) -> list[PublishedTable]:
+    tables = []
+    for task in dict.fromkeys(table.task for table in results.tables):
+        per_model = [table for table in results.tables if table.task == task]
+        columns: dict[tuple[str, str, str], dict[str, ConfigurationResult]] = {}
+        for table in per_model:
+            for row in table.rows:
+                columns.setdefault(configuration_column(row, row.trials[0]), {})[table.model] = row
+        labels = _column_labels(list(columns))
+        metrics = list(dict.fromkeys(m for table in per_model for m in table.ranked_metrics))
+        rows = [LayoutRow(metric, table.model, [cells.get(table.model) for cells in columns.values()])
+                for metric in metrics for table in per_model if metric in table.metrics]
+        tables.append(PublishedTable(task, labels, rows))
+    return tables
+
+
+def _column_labels(columns: list[tuple[str, str, str]]) -> list[str]:
+    """The arm's name, with the schedule and learning rate only where the arm has several."""
+    labels = []
+    for arm, schedule, lr in columns:
+        siblings = [c for c in columns if c[0] == arm]
+        parts = [arm]
+        if len({c[1] for c in siblings}) > 1:
+            parts.append(schedule)
+        if len({c[2] for c in siblings}) > 1:
+            parts.append(lr)
+        labels.append(" ".join(parts))
+    return labels

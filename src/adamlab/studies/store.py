@@ -93,7 +93,22 @@ CREATE TABLE IF NOT EXISTS environment (
     trial TEXT PRIMARY KEY REFERENCES trials(key),
     environment TEXT NOT NULL           -- JSON: library versions, platform, hardware
 );
+CREATE TABLE IF NOT EXISTS run_records (
+    trial TEXT PRIMARY KEY REFERENCES trials(key),
+    record TEXT NOT NULL                -- JSON: the run's result.json (evaluation settings, optimizer groups, tokens
+                                        -- seen, peak memory, model and template hashes), environment left out
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    trial TEXT NOT NULL REFERENCES trials(key),
+    position INTEGER NOT NULL,          -- order of the evaluation examples
+    example TEXT NOT NULL,              -- the example's id
+    output TEXT,                        -- JSON: the raw output (generated text, choice index, class)
+    prediction TEXT,                    -- JSON: the parsed prediction; null when invalid
+    answer TEXT NOT NULL,               -- JSON: the gold references (labels, letters or answer texts)
+    PRIMARY KEY (trial, position)
+);
 """
+ROW_TABLES = ("step_metrics", "evaluations", "environment", "run_records", "predictions")
 
 STEP_COLUMNS = ("loss", "lr", "grad_norm", "update_norm", "step_seconds", "tokens_per_second")
 
@@ -151,6 +166,8 @@ class TrialOutcome:
     steps: list[dict[str, Any]] = field(default_factory=list)  # the run's metrics.jsonl records
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # its evals.jsonl records
     environment: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None  # the run's result.json, for a trial that finished training
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # its predictions.jsonl records
 
 
 @dataclass(frozen=True)
@@ -306,7 +323,7 @@ class Store:
             ).rowcount
             if not updated:
                 return False
-            for table in ("step_metrics", "evaluations", "environment"):
+            for table in ROW_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE trial = ?", (key,))
             db.executemany(
                 f"INSERT INTO step_metrics (trial, step, {', '.join(STEP_COLUMNS)}, memory) "
@@ -322,6 +339,15 @@ class Store:
             if outcome.environment is not None:
                 db.execute("INSERT INTO environment (trial, environment) VALUES (?, ?)",
                            (key, json.dumps(outcome.environment)))
+            if outcome.record is not None:
+                record = {k: v for k, v in outcome.record.items() if k != "environment"}  # kept in its own table
+                db.execute("INSERT INTO run_records (trial, record) VALUES (?, ?)", (key, json.dumps(record)))
+            db.executemany(
+                "INSERT INTO predictions (trial, position, example, output, prediction, answer) VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, position, str(p["id"]), json.dumps(p.get("output")), json.dumps(p.get("prediction")),
+                  json.dumps(p.get("references", [])))
+                 for position, p in enumerate(outcome.predictions)],
+            )
         return True
 
     def requeue_failed(self) -> int:
@@ -360,6 +386,21 @@ class Store:
     def step_metrics(self, key: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM step_metrics WHERE trial = ? ORDER BY step", (key,))
         return [{**dict(row), "memory": _loads(row["memory"])} for row in rows]
+
+    def run_record(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT record FROM run_records WHERE trial = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row["record"])
+
+    def evaluations(self, key: str) -> list[dict[str, Any]]:
+        """Every evaluation of a trial, in step order: step, seconds and the task's scores."""
+        rows = self.db.execute("SELECT step, seconds, metrics FROM evaluations WHERE trial = ? ORDER BY step", (key,))
+        return [{"step": row["step"], "seconds": row["seconds"], **json.loads(row["metrics"])} for row in rows]
+
+    def predictions(self, key: str) -> list[dict[str, Any]]:
+        """The final evaluation's per-example records, as the run's predictions.jsonl holds them."""
+        rows = self.db.execute("SELECT * FROM predictions WHERE trial = ? ORDER BY position", (key,))
+        return [{"id": row["example"], "output": json.loads(row["output"]), "prediction": json.loads(row["prediction"]),
+                 "references": json.loads(row["answer"])} for row in rows]
 
     def environments(self) -> dict[str, dict[str, Any]]:
         return {trial: json.loads(text) for trial, text in self.db.execute("SELECT trial, environment FROM environment")}

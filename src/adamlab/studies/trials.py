@@ -21,6 +21,7 @@ from .spec import Arm, SpecPath, StudySchedule, StudySpec, StudyTask
 
 KEY_LENGTH = 12  # hex digits: 48 bits, and expand_trials rejects any collision anyway
 TRIALS_FOLDER = "trials"
+ESTIMATES_FOLDER = "stepsize"  # in the study folder: the dds estimates, one JSON per model x task configuration
 _VALIDATION_ERRORS = (ValueError, TypeError, LookupError, OSError, ImportError)
 
 
@@ -52,12 +53,14 @@ def trial_folder(study_dir: Path, key: str) -> Path:
     return Path(study_dir) / TRIALS_FOLDER / key
 
 
-def expand_trials(spec: StudySpec, study_dir: str | Path) -> list[Trial]:
+def expand_trials(spec: StudySpec, study_dir: str | Path, estimates: Path | None = None) -> list[Trial]:
     """Every trial of ``spec``, in a fixed order, each config validated; a ``SpecError`` at the responsible line
     otherwise. Seeds are the outer loop, so a sweep cut short has compared every configuration on its first seeds.
+    ``estimates``: a folder keeping each dds step-size estimate, so a resumed sweep finds the same trials without
+    estimating again.
     """
     study_dir = Path(study_dir)
-    learning_rates = _LearningRates(spec)
+    learning_rates = _LearningRates(spec, estimates)
     trials: list[Trial] = []
     arm_of_key: dict[str, str] = {}
     for seed, model_index, task, arm in itertools.product(spec.seeds, range(len(spec.models)), spec.tasks, spec.arms):
@@ -110,8 +113,8 @@ class _LearningRates:
     """An arm's learning rates for one model and task: its fixed values, or its dds multiples of α, where α is the
     study's published value (dds.alpha) or an estimate made once per model and task."""
 
-    def __init__(self, spec: StudySpec):
-        self.spec = spec
+    def __init__(self, spec: StudySpec, saved: Path | None):
+        self.spec, self.saved = spec, saved
         self.estimates: dict[tuple[str, str], dict[str, Any]] = {}
 
     def __call__(self, arm: Arm, model: str, task: StudyTask) -> list[tuple[float, dict[str, Any] | None]]:
@@ -124,7 +127,7 @@ class _LearningRates:
                 estimate = {"source": "published", "alpha": published}
             else:
                 try:
-                    estimate = {"source": "estimated", **estimate_dds_alpha(model, task, self.spec)}
+                    estimate = {"source": "estimated", **estimate_dds_alpha(model, task, self.spec, self.saved)}
                 except StepSizeUnavailable as error:
                     raise self.spec.error(arm.lr_path, f"arm {arm.name!r}, lr '{arm.lr}': {error}") from None
             self.estimates[(model, task.name)] = estimate
@@ -132,11 +135,12 @@ class _LearningRates:
                 for multiplier in arm.lr.multipliers]
 
 
-def estimate_dds_alpha(model: str, task: StudyTask, spec: StudySpec) -> dict[str, Any]:
+def estimate_dds_alpha(model: str, task: StudyTask, spec: StudySpec, saved: Path | None = None) -> dict[str, Any]:
     """The data-dependent step size α for ``model`` on ``task`` from ``adamlab.stepsize`` (imported only here, so
-    studies without a dds arm never need it). Expected entry point: ``estimate_for_config(config) -> dict``, the
-    estimator's record (adamdds.md §7.4) with its ``alpha``, given a TrainConfig holding the model, task, data,
-    LoRA, batch size and steps of the study (the horizon) and its first seed."""
+    studies without a dds arm never need it): ``estimate_for_config(config)``, the estimator's record
+    (adamdds.md §7.4) with its ``alpha``, given a TrainConfig holding the model, task, data, LoRA, batch size and
+    steps of the study (the horizon) and its first seed. With ``saved``, the record is kept there under the
+    config's key and read back while the config is unchanged."""
     if importlib.util.find_spec("adamlab.stepsize") is None:
         raise StepSizeUnavailable("the data-dependent step size (adamlab.stepsize) is not available yet; give a "
                                   "published α under dds.alpha, or fixed learning rates")
@@ -148,4 +152,13 @@ def estimate_dds_alpha(model: str, task: StudyTask, spec: StudySpec) -> dict[str
                                   "under dds.alpha, or fixed learning rates")
     config = TrainConfig(model=model, task=task.name, out="", task_args=task.options, seed=spec.seeds[0],
                          **{**spec.settings, **task.settings})
-    return estimate_for_config(config)
+    path = None if saved is None else saved / f"{trial_key(config)}.json"
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    estimate = estimate_for_config(config)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(estimate, indent=2))
+        temporary.replace(path)  # atomic: a second coordinator reads a whole record or none
+    return estimate
