@@ -309,7 +309,9 @@ def apply_lora(loaded: LoadedModel, settings: LoraSettings) -> LoadedModel:
         bias="none",
         task_type=TaskType.SEQ_CLS if loaded.head == "classifier" else TaskType.CAUSAL_LM,
     )
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads an attribute transformers deprecated; nothing for users to change
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
     info = {**loaded.info, "lora": {"r": settings.r, "alpha": settings.alpha, "dropout": settings.dropout,
                                     "targets": sorted(config.target_modules)}}
     return LoadedModel(peft_model, loaded.tokenizer, loaded.head, loaded.name, info)
