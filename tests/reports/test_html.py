@@ -15,6 +15,8 @@ from adamlab.cli.app import app
 from adamlab.reports import collect, write_report
 from adamlab.reports.figures import DPI, configuration_label
 from adamlab.reports.html import stepsize_chart
+from adamlab.reports.render import layout_cells
+from adamlab.reports.results import published_tables
 from adamlab.studies import Store
 
 from .conftest import ESTIMATE
@@ -152,3 +154,17 @@ def test_the_cli_names_the_html_report(study_dir):
     result = CliRunner().invoke(app, ["report", str(study_dir)])
     assert result.exit_code == 0, result.output
     assert f"html report: {study_dir / 'report' / 'report.html'}" in result.output
+
+
+def test_the_page_ends_with_the_published_layout(study_dir):
+    report = write_report(study_dir)
+    page = report.html.read_text(encoding="utf-8")
+    (table,) = published_tables(report.results)
+    published = page[page.index("<table class=published>"):]
+    published = published[:published.index("</table>")]
+    assert published.count("<tr>") == 1 + len(table.rows)
+    for row in table.rows:
+        (label, _), *cells = layout_cells(row)
+        marks = {"best": "<strong>{}</strong>", "second": "<u>{}</u>", None: "{}"}
+        expected = "".join(f"<td class=num>{marks[mark].format(html.escape(text))}</td>" for text, mark in cells)
+        assert f"<tr><td>{html.escape(label)}</td>{expected}</tr>" in published

@@ -4,8 +4,9 @@ figure's data is in the page, and nothing is fetched, so it opens offline and ca
 The header holds the study, its trials by status, the tuning budget and (collapsed) the environments. Then, per
 model x task: the results table (the Markdown table's cells, best bold, second underlined), the loss and learning
 rate of every trial per step, the final metrics as bars (mean ± std over seeds), a radar across the metrics, memory
-and throughput per step, and, for dds learning rates, the step-size estimate α with its interval. A configuration
-keeps its colour throughout.
+and throughput per step, and, for dds learning rates, the step-size estimate α with its interval. Last, per task,
+the published layout (a row per metric x model, a column per configuration). A configuration keeps its colour
+throughout.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from .figures import configuration_colours, configuration_label
-from .render import HEADERS, table_cells, table_headers
-from .results import TRAIN_LOSS, ResultTable, StudyResults
+from .render import HEADERS, layout_cells, table_cells, table_headers
+from .results import TRAIN_LOSS, PublishedTable, ResultTable, StudyResults, published_tables
 
 Curves = dict[str, list[dict[str, Any]]]  # trial key -> its step metrics, as Store.step_metrics returns them
 
@@ -63,6 +64,11 @@ def html_report(results: StudyResults, curves: Curves) -> str:
             "training, as mean ± sample standard deviation over the seeds that finished (seeds column: done/total). "
             "<strong>Bold</strong>: best mean, <u>underlined</u>: second. Train loss: the loss of the last optimizer "
             f"step.</p>{results_table(table)}<div class=figures>{''.join(blocks)}</div></section>")
+    for table in published_tables(results):
+        sections.append(
+            f"<section><h2>{html.escape(table.task)}: the published layout</h2><p>As the AdamDDS study's tables: a "
+            "row per metric and model, a column per configuration, mean ± sample standard deviation over seeds; "
+            f"marks rank each row.</p>{published_table(table)}</section>")
     title = html.escape(f"{results.study.name} · adamlab report")
     # plotly.js once, inline (never a CDN): the figures above only call Plotly.newPlot.
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title><style>{STYLE}</style>"
@@ -113,6 +119,17 @@ def results_table(table: ResultTable) -> str:
                        f"{MARKS[mark].format(html.escape(text))}</td>")
         rows.append(f'<tr data-configuration="{html.escape(configuration_label(row))}">{"".join(tds)}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def published_table(table: PublishedTable) -> str:
+    head = "".join(f"<th{' class=num' if column else ''}>{html.escape(text)}</th>"
+                   for column, text in enumerate(["metric, model", *table.columns]))
+    rows = []
+    for row in table.rows:
+        (label, _), *cells = layout_cells(row)
+        tds = "".join(f"<td class=num>{MARKS[mark].format(html.escape(text))}</td>" for text, mark in cells)
+        rows.append(f"<tr><td>{html.escape(label)}</td>{tds}</tr>")
+    return f"<table class=published><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def table_figures(table: ResultTable, curves: Curves) -> list[tuple[go.Figure, str, bool]]:

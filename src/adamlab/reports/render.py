@@ -101,7 +101,8 @@ def csv_table(table: ResultTable) -> str:
     return buffer.getvalue()
 
 
-def _layout_cells(table: PublishedTable, row: LayoutRow) -> list[tuple[str, str | None]]:
+def layout_cells(row: LayoutRow) -> list[tuple[str, str | None]]:
+    """(text, mark) per column of a published-layout row: its label, then each configuration's cell."""
     marks = row.marks()
     return [(f"{row.metric.replace('_', ' ')}, {row.model}", None)] + [
         (MISSING if cell is None else metric_cell(cell, row.metric), marks.get(index))
@@ -114,7 +115,7 @@ def published_markdown(table: PublishedTable) -> str:
              "| --- | " + " | ".join(["---:"] * len(table.columns)) + " |"]
     for row in table.rows:
         lines.append("| " + " | ".join(style[mark].format(text.replace("|", "\\|"))
-                                       for text, mark in _layout_cells(table, row)) + " |")
+                                       for text, mark in layout_cells(row)) + " |")
     return "\n".join(lines)
 
 
@@ -128,7 +129,7 @@ def published_latex(table: PublishedTable) -> str:
     ]
     for row in table.rows:
         lines.append(" & ".join(style[mark].format(_latex_escape(text))
-                                for text, mark in _layout_cells(table, row)) + " \\\\")
+                                for text, mark in layout_cells(row)) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     caption = (f"% {_latex_escape(table.task)}: a row per metric and model, a column per configuration; mean "
                "$\\pm$ sample std over seeds; best bold, second underlined in each row. Needs \\usepackage{booktabs}.")
