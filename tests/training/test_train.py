@@ -32,6 +32,16 @@ def adapter_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "adapter" / "adapter_model.safetensors")
 
 
+def test_the_update_norm_is_left_out_when_it_would_copy_a_large_model(tmp_path, monkeypatch):
+    from adamlab.training import loop
+
+    monkeypatch.setattr(loop, "UPDATE_NORM_MAX_ELEMENTS", 0)  # as if the trainable weights were too many to copy
+    result = train(tiny_config(tmp_path, steps=2, trackers=["tensorboard"]), show_progress=False)
+    steps = read_jsonl(tmp_path / "metrics.jsonl")
+    assert result.status == "done" and [s["update_norm"] for s in steps] == [None, None]
+    assert all(s["grad_norm"] > 0 for s in steps)
+
+
 def test_a_run_records_steps_evaluation_predictions_and_result(tmp_path):
     result = train(tiny_config(tmp_path, schedule="cosine", warmup_steps=2, eval_every=3), show_progress=False)
     assert result.status == "done" and result.steps_completed == 6

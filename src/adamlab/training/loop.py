@@ -37,6 +37,10 @@ from .order import ExampleOrder
 from .setup import prepare_trial
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
 
+# The update norm needs a copy of the trainable weights from before the step: nothing next to LoRA adapters, a second
+# model in a full fine-tune. Above this many trainable elements (512 MiB in fp32) it is not recorded (None).
+UPDATE_NORM_MAX_ELEMENTS = 1 << 27
+
 
 class RunMismatchError(ValueError):
     """The output folder holds a different run (or something that is not a run)."""
@@ -177,6 +181,7 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
             estimate.save(out / "stepsize.json")
     unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    track_update = sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS
 
     start_step, elapsed, tokens_seen = 0, 0.0, 0
     checkpoint = latest_checkpoint(out)
@@ -241,13 +246,15 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
             else:
                 grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in trainable])))
             lr = optimizer.param_groups[0]["lr"]
-            before = [p.detach().clone() for p in trainable]
+            before = [p.detach().clone() for p in trainable] if track_update else None
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            torch._foreach_sub_(before, [p.detach() for p in trainable])
-            update_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))).item()
-            del before
+            update_norm = None
+            if before is not None:
+                torch._foreach_sub_(before, [p.detach() for p in trainable])
+                update_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))).item()
+                del before
 
             step += 1
             seconds = time.perf_counter() - started
@@ -260,7 +267,7 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
                           "epoch": order.epoch(step), **memory()}
                 step_log.write(record)
                 if config.trackers:
-                    accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+                    accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step" and v is not None}, step=step)
                 bar.update(bar_task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 run_eval(step)
