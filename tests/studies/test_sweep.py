@@ -76,6 +76,10 @@ def test_sweep_status_report_and_validate_from_the_cli(tmp_path):
 
     valid = run("validate", spec)
     assert valid.exit_code == 0 and "ok, 4 trials" in valid.output
+    published = write_spec(tmp_path, TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x2")
+                           + "dds:\n  alpha:\n    tiny-llama: {ag_news: 4e-3}\n", name="dds.yaml")
+    valid = run("validate", published)
+    assert valid.exit_code == 0 and "dds step size for tiny-llama on ag_news: α = 0.004 (published)" in valid.output
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):

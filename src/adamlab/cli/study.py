@@ -145,3 +145,7 @@ def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")
     configurations = sum(arm.configurations for arm in spec.arms)
     console.print(f"{study}: ok, {len(trials)} trials = {len(spec.models)} models x {len(spec.tasks)} tasks x "
                   f"{configurations} configurations ({len(spec.arms)} arms) x {len(spec.seeds)} seeds", soft_wrap=True)
+    estimates = {(t.model, t.task): t.stepsize_estimate for t in trials if t.stepsize_estimate is not None}
+    for (model, task), estimate in estimates.items():
+        console.print(f"dds step size for {model} on {task}: α = {estimate['alpha']:.4g} ({estimate['source']})",
+                      soft_wrap=True)
