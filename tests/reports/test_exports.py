@@ -21,6 +21,10 @@ def predictions():
             for i, (g, p) in enumerate(PAIRS)]
 
 
+def curves(store):
+    return {trial.key: store.step_metrics(trial.key) for trial in store.trials()}
+
+
 @pytest.fixture
 def store(tmp_path):
     """A finished tiny study written without training: seed 1 of ``adamw-cosine`` diverged, and the first trial
@@ -68,7 +72,7 @@ def test_the_store_keeps_each_trials_record_and_predictions(store):
 
 
 def test_one_benchmark_json_per_fine_tuned_model_in_the_published_format(store, tmp_path):
-    write_exports(store, tmp_path / "report")
+    write_exports(store, tmp_path / "report", curves(store))
     folder = tmp_path / "report" / "benchmark" / "tiny-llama__ag_news"
     done = [t for t in store.trials() if t.status == "done"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"hf_benchmark_{configuration_name(t)}.json"
@@ -92,7 +96,7 @@ def test_one_benchmark_json_per_fine_tuned_model_in_the_published_format(store, 
 
 
 def test_algoperf_trial_folders(store, tmp_path):
-    write_exports(store, tmp_path / "report")
+    write_exports(store, tmp_path / "report", curves(store))
     workload = tmp_path / "report" / "algoperf" / "tiny-llama__ag_news_pytorch"
     trials = store.trials()
     assert sorted(p.name for p in workload.iterdir()) == [f"trial_{n}" for n in range(1, len(trials) + 1)]

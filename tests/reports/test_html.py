@@ -14,7 +14,7 @@ import adamlab.cli.study  # noqa: F401  (registers the study commands)
 from adamlab.cli.app import app
 from adamlab.reports import collect, write_report
 from adamlab.reports.figures import DPI, configuration_label
-from adamlab.reports.html import stepsize_chart
+from adamlab.reports.html import MARKS, stepsize_chart
 from adamlab.reports.render import layout_cells
 from adamlab.reports.results import published_tables
 from adamlab.studies import Store
@@ -165,6 +165,5 @@ def test_the_page_ends_with_the_published_layout(study_dir):
     assert published.count("<tr>") == 1 + len(table.rows)
     for row in table.rows:
         (label, _), *cells = layout_cells(row)
-        marks = {"best": "<strong>{}</strong>", "second": "<u>{}</u>", None: "{}"}
-        expected = "".join(f"<td class=num>{marks[mark].format(html.escape(text))}</td>" for text, mark in cells)
+        expected = "".join(f"<td class=num>{MARKS[mark].format(html.escape(text))}</td>" for text, mark in cells)
         assert f"<tr><td>{html.escape(label)}</td>{expected}</tr>" in published

@@ -56,10 +56,9 @@ def write_report(study_dir: str | Path) -> Report:
     store = Store.open(study_dir)
     try:
         results = collect(store)
-        curves = {trial.key: store.step_metrics(trial.key)
-                  for table in results.tables for row in table.rows for trial in row.trials}
+        curves = {trial.key: store.step_metrics(trial.key) for trial in store.trials()}
         folder = Path(study_dir) / REPORT_FOLDER
-        exports = write_exports(store, folder)
+        exports = write_exports(store, folder, curves)
     finally:
         store.close()
     for subfolder in ("tables", "figures"):

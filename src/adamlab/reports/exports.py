@@ -44,8 +44,9 @@ def configuration_name(trial: TrialRow) -> str:
     return slug(f"{trial.arm}-{trial.schedule}-lr{trial.lr:g}-seed{trial.seed}")
 
 
-def write_exports(store: Store, folder: Path) -> list[Path]:
-    """Write both formats under ``folder`` (the report folder) and return the files written."""
+def write_exports(store: Store, folder: Path, curves: dict[str, list[dict[str, Any]]]) -> list[Path]:
+    """Write both formats under ``folder`` (the report folder) and return the files written. ``curves``: each
+    trial's step metrics, as ``Store.step_metrics`` returns them (the report has read them already)."""
     study, trials, environments = store.study(), store.trials(), store.environments()
     written = []
     numbers: Counter[str] = Counter()  # AlgoPerf trial numbers per model x task
@@ -67,7 +68,7 @@ def write_exports(store: Store, folder: Path) -> list[Path]:
         written.append(_write(trial_dir / "meta_data.json",
                               json.dumps(algoperf_meta_data(study, trial, task, environment), indent=2)))
         written.append(_write(trial_dir / "eval_measurements.csv",
-                              algoperf_eval_measurements(trial, store.step_metrics(trial.key), evaluations)))
+                              algoperf_eval_measurements(trial, curves[trial.key], evaluations)))
     return written
 
 

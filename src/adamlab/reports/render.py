@@ -19,6 +19,9 @@ from .results import (
 )
 
 HEADERS = ("arm", "optimizer", "schedule", "lr", "seeds")
+# How each format marks the best and the second-best mean.
+MARKDOWN_MARKS = {"best": "**{}**", "second": "<u>{}</u>", None: "{}"}
+LATEX_MARKS = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}", None: "{}"}
 MISSING = "–"
 
 
@@ -54,17 +57,15 @@ def table_headers(table: ResultTable) -> list[str]:
 
 
 def markdown_table(table: ResultTable) -> str:
-    style = {"best": "**{}**", "second": "<u>{}</u>", None: "{}"}
     lines = ["| " + " | ".join(table_headers(table)) + " |",
              "| " + " | ".join(["---"] * len(HEADERS) + ["---:"] * len(table.metrics)) + " |"]
     for index in range(len(table.rows)):
-        lines.append("| " + " | ".join(style[mark].format(text.replace("|", "\\|"))
+        lines.append("| " + " | ".join(MARKDOWN_MARKS[mark].format(text.replace("|", "\\|"))
                                        for text, mark in table_cells(table, index)) + " |")
     return "\n".join(lines)
 
 
 def latex_table(table: ResultTable) -> str:
-    style = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}", None: "{}"}
     lines = [
         "\\begin{tabular}{" + "l" * len(HEADERS) + "r" * len(table.metrics) + "}",
         "\\toprule",
@@ -72,7 +73,7 @@ def latex_table(table: ResultTable) -> str:
         "\\midrule",
     ]
     for index in range(len(table.rows)):
-        cells = [style[mark].format(_latex_escape(text)) for text, mark in table_cells(table, index)]
+        cells = [LATEX_MARKS[mark].format(_latex_escape(text)) for text, mark in table_cells(table, index)]
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     caption = (f"% {_latex_escape(table.model)} / {_latex_escape(table.task)}: mean $\\pm$ sample std over seeds; "
@@ -110,17 +111,15 @@ def layout_cells(row: LayoutRow) -> list[tuple[str, str | None]]:
 
 
 def published_markdown(table: PublishedTable) -> str:
-    style = {"best": "**{}**", "second": "<u>{}</u>", None: "{}"}
     lines = ["| metric, model | " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |",
              "| --- | " + " | ".join(["---:"] * len(table.columns)) + " |"]
     for row in table.rows:
-        lines.append("| " + " | ".join(style[mark].format(text.replace("|", "\\|"))
+        lines.append("| " + " | ".join(MARKDOWN_MARKS[mark].format(text.replace("|", "\\|"))
                                        for text, mark in layout_cells(row)) + " |")
     return "\n".join(lines)
 
 
 def published_latex(table: PublishedTable) -> str:
-    style = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}", None: "{}"}
     lines = [
         "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
         "\\toprule",
@@ -128,7 +127,7 @@ def published_latex(table: PublishedTable) -> str:
         "\\midrule",
     ]
     for row in table.rows:
-        lines.append(" & ".join(style[mark].format(_latex_escape(text))
+        lines.append(" & ".join(LATEX_MARKS[mark].format(_latex_escape(text))
                                 for text, mark in layout_cells(row)) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     caption = (f"% {_latex_escape(table.task)}: a row per metric and model, a column per configuration; mean "

@@ -203,10 +203,10 @@ class PublishedTable:
     rows: list[LayoutRow]
 
 
-def configuration_column(row: ConfigurationResult, trial: TrialRow) -> tuple[str, str, str]:
+def configuration_column(row: ConfigurationResult) -> tuple[str, str, str]:
     """What makes configurations of different models one column: arm, schedule, and the learning rate, or its
-    multiple of α for data-dependent step sizes (α differs per model)."""
-    estimate = trial.stepsize_estimate
+    multiple of α for data-dependent step sizes (α differs per model; its seeds share one estimate)."""
+    estimate = row.trials[0].stepsize_estimate
     lr = f"α×{estimate['multiplier']:g}" if estimate is not None else f"{row.lr:g}"
     return row.arm, row.schedule, lr
 
@@ -218,7 +218,7 @@ def published_tables(results: StudyResults) -> list[PublishedTable]:
         columns: dict[tuple[str, str, str], dict[str, ConfigurationResult]] = {}
         for table in per_model:
             for row in table.rows:
-                columns.setdefault(configuration_column(row, row.trials[0]), {})[table.model] = row
+                columns.setdefault(configuration_column(row), {})[table.model] = row
         labels = _column_labels(list(columns))
         metrics = list(dict.fromkeys(m for table in per_model for m in table.ranked_metrics))
         rows = [LayoutRow(metric, table.model, [cells.get(table.model) for cells in columns.values()])
