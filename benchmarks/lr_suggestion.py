@@ -44,7 +44,7 @@ RESULTS = Path(__file__).parent / "results" / "lr_suggestion.json"
 MAX_EXTENSIONS = 3
 ARMS = {"adam": ("adam", "constant"), "adamw_cosine": ("adamw", "cosine")}
 # Methods measured once each; the others follow from the same measurement at the same cost.
-MEASURED = ("aeos", "dds", "dds-warm", "range-test")
+MEASURED = ("aeos", "range-test", "dds", "dds-warm")
 DERIVED = {"suggest": "aeos", "dds-one": "dds", "range-test-min10": "range-test"}
 CALIBRATION = "minilm-lora-ag_news"  # where SUGGEST_FRACTION was set; the other workloads validate it
 
@@ -79,9 +79,9 @@ WORKLOADS = {
     w.name: w
     for w in (
         Workload("minilm-lora-ag_news", "minilm", "ag_news", LORA_R8, (-7, -6, -5)),
-        Workload("minilm-lora-sst2", "minilm", "sst2", LORA_R8, (-7, -6, -5), steps=60),
-        Workload("minilm-full-ag_news", "minilm", "ag_news", None, (-9, -8, -7), steps=60),
-        Workload("minilm-full-sst2", "minilm", "sst2", None, (-9, -8, -7), steps=60),
+        Workload("minilm-lora-sst2", "minilm", "sst2", LORA_R8, (-7, -6, -5), steps=50, eval_limit=200),
+        Workload("minilm-full-ag_news", "minilm", "ag_news", None, (-9, -8, -7), steps=40, eval_limit=200),
+        Workload("minilm-full-sst2", "minilm", "sst2", None, (-9, -8, -7), steps=40, eval_limit=200),
         Workload("smollm2-lora-sst2", "smollm2-135m", "sst2", LORA_R8, (-8, -7, -6), steps=20, batch_size=8,
                  max_seq_len=96, eval_limit=150, extra={"eval_mode": "score"}),
     )

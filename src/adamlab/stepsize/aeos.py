@@ -183,11 +183,13 @@ def aeos_bound(
     max_iter: int = 20,
     rtol: float = 1e-3,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> AEoSBound:
     """The AEoS bound of the optimizer ``make_optimizer(params, lr)`` builds, for ``loss_fn(model, batch)``:
     ``warmup_steps`` steps at ``warmup_lr`` on seeded batches of ``data`` (training mode), then the preconditioned
     sharpness at the warmed-up weights on ``n_batches`` further batches (eval mode). The model comes back as it
-    was: parameter values, gradients, mode and the global RNG."""
+    was: parameter values, gradients, mode and the global RNG. ``progress(done, total)`` is called after each
+    warm-up step and each batch's sharpness."""
     for name, value, minimum in (("warmup_steps", warmup_steps, 1), ("batch_size", batch_size, 1),
                                  ("n_batches", n_batches, 1), ("max_iter", max_iter, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -219,6 +221,8 @@ def aeos_bound(
                 loss.backward()
                 optimizer.step()
                 warmup_loss.append(loss.item())
+                if progress is not None:
+                    progress(len(warmup_loss), warmup_steps + n_batches)
             for p in tensors:
                 p.grad = None
             preconditioner = optimizer_preconditioner(optimizer, tensors)
@@ -232,6 +236,8 @@ def aeos_bound(
                 results.append(preconditioned_sharpness(product, preconditioner.diagonal, start, max_iter=max_iter,
                                                         rtol=rtol))
                 del product
+                if progress is not None:
+                    progress(warmup_steps + b + 1, warmup_steps + n_batches)
     finally:
         with torch.no_grad():
             for p, value, grad in zip(tensors, saved_values, saved_grads):

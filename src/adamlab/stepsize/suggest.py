@@ -135,10 +135,12 @@ def suggest_lr(
     horizon: int,
     settings: MethodSettings | None = None,
     targets_fn: Callable[[list], int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LRSuggestion:
     """The ``method``'s learning rate for training ``model`` on ``loss_fn(model, batch)`` over ``data`` for
     ``horizon`` steps with the optimizer ``make_optimizer(params, lr)`` builds (``optimizer`` is its registry
-    name, which the range test also builds by). The model comes back as it was."""
+    name, which the range test also builds by). ``progress(done, total)`` follows the method's own steps (warm-up
+    steps, estimation batches, range-test steps). The model comes back as it was."""
     if method not in LR_METHODS:
         raise ValueError(f"unknown learning-rate method {method!r}; valid: {', '.join(LR_METHODS)}")
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
@@ -146,49 +148,49 @@ def suggest_lr(
     settings = settings or MethodSettings()
     started = time.perf_counter()
     lr, diagnostics = _METHODS[method](model, loss_fn, list(data), make_optimizer, optimizer, horizon, settings,
-                                       targets_fn)
+                                       targets_fn, progress)
     return LRSuggestion(method, optimizer, lr, horizon, settings.batch_size, time.perf_counter() - started,
                         diagnostics)
 
 
-def _aeos(model, loss_fn, data, make_optimizer, settings: MethodSettings) -> dict[str, Any]:
+def _aeos(model, loss_fn, data, make_optimizer, settings: MethodSettings, progress) -> dict[str, Any]:
     bound = aeos_bound(model, loss_fn, data, make_optimizer, warmup_steps=settings.warmup_steps,
                        warmup_lr=settings.warmup_lr, batch_size=settings.batch_size, n_batches=settings.n_batches,
-                       max_iter=settings.max_iter, seed=settings.seed)
+                       max_iter=settings.max_iter, seed=settings.seed, progress=progress)
     record = bound.to_dict()
     record["unstable_above"] = None if math.isinf(bound.eta_max) else bound.eta_max
     return record
 
 
-def _suggest(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn):
-    diagnostics = _aeos(model, loss_fn, data, make_optimizer, settings)
+def _suggest(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn, progress):
+    diagnostics = _aeos(model, loss_fn, data, make_optimizer, settings, progress)
     if diagnostics["unstable_above"] is None:
         raise ValueError("the AEoS warm-up saw no positive curvature: there is no stability bound to take a "
                          "fraction of; use another method")
     return settings.fraction * diagnostics["eta_max"], {"fraction": settings.fraction, **diagnostics}
 
 
-def _eta_max(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn):
-    diagnostics = _aeos(model, loss_fn, data, make_optimizer, settings)
+def _eta_max(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn, progress):
+    diagnostics = _aeos(model, loss_fn, data, make_optimizer, settings, progress)
     if diagnostics["unstable_above"] is None:
         raise ValueError("the AEoS warm-up saw no positive curvature: the stability bound is infinite")
     return diagnostics["eta_max"], diagnostics
 
 
 def _dds(horizon_of: Callable[[int], int]):
-    def method(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn):
+    def method(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn, progress):
         T = horizon_of(horizon)
         estimate = estimate_stepsize(model, loss_fn, data, horizon=T, total_steps=horizon,
                                      n_examples=settings.batch_size * settings.n_batches, batch_size=settings.batch_size,
                                      max_iter=settings.max_iter, seed=settings.seed, targets_fn=targets_fn,
-                                     bootstrap=0)
+                                     bootstrap=0, progress=progress)
         return float(estimate.alpha), {"derived_for": "adam", "T": T, "L0": estimate.L0, "K": estimate.K,
                                        "converged_fraction": estimate.converged_fraction,
                                        "hvp_count": estimate.hvp_count}
     return method
 
 
-def _dds_warm(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn):
+def _dds_warm(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn, progress):
     """K after ``warmup_steps`` steps of the optimizer at ``warmup_lr``; L0 at w0 (the theorem's L(w0))."""
     tensors = [p for _, p in resolve_parameters(model, "trainable")]
     n_examples = settings.batch_size * settings.n_batches
@@ -209,7 +211,7 @@ def _dds_warm(model, loss_fn, data, make_optimizer, optimizer, horizon, settings
                 p.grad = None
         warm = estimate_stepsize(model, loss_fn, data, horizon=horizon, total_steps=horizon, n_examples=n_examples,
                                  batch_size=settings.batch_size, max_iter=settings.max_iter, seed=settings.seed,
-                                 targets_fn=targets_fn, bootstrap=0)
+                                 targets_fn=targets_fn, bootstrap=0, progress=progress)
     finally:
         with torch.no_grad():
             for p, value in zip(tensors, saved):
@@ -232,10 +234,10 @@ def _sample_batches(data: list, settings: MethodSettings) -> list[list[int]]:
 
 
 def _range_test(rule: str):
-    def method(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn):
+    def method(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn, progress):
         result = lr_range_test(model, loss_fn, data, optimizer=optimizer, min_lr=settings.range_min_lr,
                                max_lr=settings.range_max_lr, num_steps=settings.range_steps,
-                               batch_size=settings.batch_size, seed=settings.seed, rule=rule)
+                               batch_size=settings.batch_size, seed=settings.seed, rule=rule, progress=progress)
         # The divergence point: where the smoothed loss left its minimum by the stop factor (or went non-finite).
         unstable_above = result.lrs[-1] if result.stopped_early else None
         return result.suggested_lr, {"rule": result.rule, "lr_at_min_loss": result.lr_at_min_loss,
