@@ -1,12 +1,13 @@
 """Every study shipped in studies/ validates: each of its trials builds a valid TrainConfig."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from adamlab import stepsize
 from adamlab.optim import registry
 from adamlab.studies import expand_trials, load_spec
+from adamlab.studies import trials as trials_module
 
 STUDIES = Path(__file__).parents[2] / "studies"
 NEEDS = {"memory_efficient.yaml": ("ldadam", "adam_mini", "adamw_8bit")}
@@ -23,7 +24,8 @@ def test_bundled_study_validates(path, tmp_path, monkeypatch):
         pytest.skip(f"{path.name} compares optimizers this install lacks: {', '.join(missing)}")
     # A dds arm's α would be estimated on the real model (a minute on a CPU); the estimator has its own tests and
     # tests/studies/test_trials.py runs it inside a study.
-    monkeypatch.setattr(stepsize, "estimate_for_config", lambda config: {"alpha": 1e-3})
+    monkeypatch.setattr(trials_module, "estimate_for_config",
+                        lambda config: SimpleNamespace(to_dict=lambda: {"alpha": 1e-3}))
     spec = load_spec(path)
     trials = expand_trials(spec, tmp_path)
     assert spec.name == path.stem and trials

@@ -1,7 +1,5 @@
 """Study specs: what they accept, and errors that name the file and line of the mistake."""
 
-import importlib.util
-
 import pytest
 
 from adamlab.studies import SpecError, expand_trials, load_spec, parse_spec
@@ -108,16 +106,6 @@ def test_dds_multiples_with_a_published_alpha(tmp_path):
     assert [t.lr for t in adam] == [2e-3, 4e-3, 8e-3]
     assert [t.stepsize_estimate for t in adam] == [
         {"source": "published", "alpha": 4e-3, "multiplier": m} for m in (0.5, 1.0, 2.0)]
-
-
-def test_dds_without_alpha_needs_the_estimator(tmp_path, monkeypatch):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "adamlab.stepsize"
-                        else find_spec(name, *a))
-    with pytest.raises(SpecError) as caught:
-        check(TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x1, x2"), tmp_path)
-    assert str(caught.value).startswith("study.yaml:15: ")
-    assert "adamlab.stepsize) is not available yet" in str(caught.value)
 
 
 def test_dds_alpha_names_only_the_study_models_and_tasks(tmp_path):

@@ -5,11 +5,13 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from adamlab.models import LoraSettings
 from adamlab.studies import expand_trials, parse_spec, trial_key
+from adamlab.studies import trials as trials_module
 from adamlab.training import TrainConfig
 
 from .tiny import TINY_SPEC
@@ -94,11 +96,10 @@ def test_dds_learning_rates_are_multiples_of_one_estimate_per_model_and_task(tmp
 
 
 def test_a_saved_dds_estimate_is_reused_while_its_configuration_holds(tmp_path, monkeypatch):
-    from adamlab import stepsize
-
     spec = parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x2"), tmp_path / "tiny.yaml")
     calls = []
-    monkeypatch.setattr(stepsize, "estimate_for_config", lambda config: calls.append(config) or {"alpha": 1e-3})
+    monkeypatch.setattr(trials_module, "estimate_for_config",
+                        lambda config: calls.append(config) or SimpleNamespace(to_dict=lambda: {"alpha": 1e-3}))
     first = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
     again = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
     assert len(calls) == 1 and [t.key for t in again] == [t.key for t in first]

@@ -11,8 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .app import app
-from .options import bad_input_exits_2, parse_pairs
-from .train import _lora
+from .options import bad_input_exits_2, lora_settings, parse_pairs
 
 console = Console()
 RANGE_TEST = "range-test"
@@ -106,7 +105,7 @@ def lr_command(
         # The trial a run with these settings would start from: same seed, w0, data and encoding.
         inputs = prepare_trial(TrainConfig(
             model=model, task=task, out="", task_args=parse_pairs(task_option, "--task-option"), seed=seed,
-            dtype=dtype, lora=_lora(lora, lora_r, lora_alpha, lora_dropout, lora_targets), max_seq_len=max_seq_len,
+            dtype=dtype, lora=lora_settings(lora, lora_r, lora_alpha, lora_dropout, lora_targets), max_seq_len=max_seq_len,
             mask_prompt=mask_prompt, train_source=train_data, train_limit=train_limit,
         ))
         task_obj, loaded, encoded = inputs.task, inputs.loaded, inputs.encoded

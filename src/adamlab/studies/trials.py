@@ -8,7 +8,6 @@ renaming an arm or reordering the spec keeps finished results, and changing anyt
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
 import re
@@ -16,17 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..training import TrainConfig
+from ..training import TrainConfig, estimate_for_config
 from .spec import Arm, SpecPath, StudySchedule, StudySpec, StudyTask
 
 KEY_LENGTH = 12  # hex digits: 48 bits, and expand_trials rejects any collision anyway
 TRIALS_FOLDER = "trials"
 ESTIMATES_FOLDER = "stepsize"  # in the study folder: the dds estimates, one JSON per model x task configuration
 _VALIDATION_ERRORS = (ValueError, TypeError, LookupError, OSError, ImportError)
-
-
-class StepSizeUnavailable(RuntimeError):
-    """A ``dds`` learning rate needs the data-dependent step-size estimator, which this install does not have."""
 
 
 @dataclass(frozen=True)
@@ -126,36 +121,23 @@ class _LearningRates:
             if published is not None:
                 estimate = {"source": "published", "alpha": published}
             else:
-                try:
-                    estimate = {"source": "estimated", **estimate_dds_alpha(model, task, self.spec, self.saved)}
-                except StepSizeUnavailable as error:
-                    raise self.spec.error(arm.lr_path, f"arm {arm.name!r}, lr '{arm.lr}': {error}") from None
+                estimate = {"source": "estimated", **estimate_dds_alpha(model, task, self.spec, self.saved)}
             self.estimates[(model, task.name)] = estimate
         return [(multiplier * estimate["alpha"], {**estimate, "multiplier": multiplier})
                 for multiplier in arm.lr.multipliers]
 
 
 def estimate_dds_alpha(model: str, task: StudyTask, spec: StudySpec, saved: Path | None = None) -> dict[str, Any]:
-    """The data-dependent step size α for ``model`` on ``task`` from ``adamlab.stepsize`` (imported only here, so
-    studies without a dds arm never need it): ``estimate_for_config(config)``, the estimator's record
-    (adamdds.md §7.4) with its ``alpha``, given a TrainConfig holding the model, task, data, LoRA, batch size and
-    steps of the study (the horizon) and its first seed. With ``saved``, the record is kept there under the
-    config's key and read back while the config is unchanged."""
-    if importlib.util.find_spec("adamlab.stepsize") is None:
-        raise StepSizeUnavailable("the data-dependent step size (adamlab.stepsize) is not available yet; give a "
-                                  "published α under dds.alpha, or fixed learning rates")
-    from .. import stepsize
-
-    estimate_for_config = getattr(stepsize, "estimate_for_config", None)
-    if estimate_for_config is None:
-        raise StepSizeUnavailable("adamlab.stepsize has no estimate_for_config(config) yet; give a published α "
-                                  "under dds.alpha, or fixed learning rates")
+    """The data-dependent step size α for ``model`` on ``task``: ``estimate_for_config``'s record (adamdds.md §7.4)
+    with its ``alpha``, for a TrainConfig holding the model, task, data, LoRA, batch size and steps of the study (the
+    horizon) and its first seed. With ``saved``, the record is kept there under the config's key and read back while
+    the config is unchanged."""
     config = TrainConfig(model=model, task=task.name, out="", task_args=task.options, seed=spec.seeds[0],
                          **{**spec.settings, **task.settings})
     path = None if saved is None else saved / f"{trial_key(config)}.json"
     if path is not None and path.is_file():
         return json.loads(path.read_text())
-    estimate = estimate_for_config(config)
+    estimate = estimate_for_config(config).to_dict()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
