@@ -28,7 +28,7 @@ EVAL_MODES = ("auto", "generate", "score")
 class TrainConfig:
     model: str
     task: str
-    out: str
+    out: str | None = None  # the run folder; None for a run that is only planned (a study's trial, an estimate)
     task_args: dict[str, Any] = field(default_factory=dict)  # e.g. prompt_style="adamdds"
     optimizer: str = "adamw"
     lr: float = 2e-4
@@ -138,6 +138,8 @@ class TrainConfig:
 
     @property
     def out_dir(self) -> Path:
+        if not self.out:
+            raise ValueError("this configuration has no run folder (out)")
         return Path(self.out)
 
 

@@ -29,11 +29,10 @@ from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer
 from ..schedules import create_scheduler
-from ..stepsize import StepsizeEstimate
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import DDS_SAMPLES, TrainConfig
-from .estimates import estimate_for_training
+from .config import TrainConfig
 from .losses import loss_targets, summed_loss
+from .lr_source import resolve_lr
 from .order import ExampleOrder
 from .setup import prepare_trial
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
@@ -82,27 +81,6 @@ def _optimizer_mode(optimizer, mode: str) -> None:
 def _config_summary(optimizer) -> list[dict[str, Any]]:
     return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
             for group in optimizer.param_groups]
-
-
-def _build_optimizer(config: TrainConfig, model, head: str, pad_id: int, encoded):
-    """The configured optimizer, and for ``adam_dds`` the step-size estimate that set its lr. Without an
-    ``estimate`` one is made from the training data before the first step (``samples`` examples, horizon = the
-    run's steps); it is saved as stepsize.json in the run folder, and a resumed run reads it back instead of
-    estimating again."""
-    hparams, dds_args = config.split_optimizer_args()
-    if config.lr_source != "dds":
-        return create_optimizer(config.optimizer, model, lr=config.lr, **hparams), None
-    estimate = dds_args.get("estimate")
-    saved = config.out_dir / "stepsize.json"
-    if estimate is None and saved.exists():
-        estimate = saved
-    if estimate is None:
-        estimate = estimate_for_training(model, head, encoded, pad_id, total_steps=config.steps,
-                                         samples=dds_args.get("samples", DDS_SAMPLES), seed=config.seed)
-    elif not isinstance(estimate, StepsizeEstimate):
-        estimate = StepsizeEstimate.load(estimate)
-    lr = estimate.alpha(dds_args.get("multiplier", 1.0))
-    return create_optimizer(config.optimizer, model, lr=lr, **hparams), estimate
 
 
 class _GracefulStop:
@@ -154,14 +132,15 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size {config.batch_size} must split evenly over {world} processes x "
                          f"{config.grad_accum} micro-batches")
-    optimizer, estimate = _build_optimizer(config, model, head, tokenizer.pad_token_id, encoded)
+    # The learning rate from its declared source; an estimate (adam_dds) is made here, on the model on its
+    # device, and cached in the run folder so a resumed run reads it back.
+    lr, lr_resolution = resolve_lr(config, inputs=inputs, show_progress=show_progress and accelerator.is_main_process)
+    optimizer = create_optimizer(config.optimizer, model, lr=lr, **config.split_optimizer_args()[0])
     scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        if estimate is not None and not (out / "stepsize.json").exists():
-            estimate.save(out / "stepsize.json")
     unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     track_update = sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS
@@ -274,6 +253,7 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
         "model": loaded.info,
         "optimizer": {"name": config.optimizer, "class": type(getattr(optimizer, "optimizer", optimizer)).__name__,
                       "param_groups": _config_summary(optimizer)},
+        "lr": lr_resolution.to_dict(),
         "schedule": {"name": config.schedule, "warmup_steps": config.warmup_steps, **config.schedule_args},
         "data": {"n_train": len(encoded), "n_eval": len(eval_examples),
                  "n_truncated_train": sum(e.truncated for e in encoded)},
