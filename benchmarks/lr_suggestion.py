@@ -32,10 +32,10 @@ import torch
 
 from adamlab.models import LoraSettings
 from adamlab.optim import create_optimizer
-from adamlab.stepsize import training_loss
-from adamlab.stepsize.suggest import LR_METHODS, LRSuggestion, MethodSettings, suggest_lr
+from adamlab.stepsize.suggest import SUGGESTION_METHODS, LRSuggestion, MethodSettings, suggest_lr
 from adamlab.training.config import TrainConfig
-from adamlab.training.loop import loss_targets, train
+from adamlab.training.loop import train
+from adamlab.training.losses import loss_targets, training_loss
 from adamlab.training.setup import prepare_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +206,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"({adam['metric']:.3f}) | {adamw['lr']:.3g} ({adamw['metric']:.3f})" if adamw else
                 f"{row['workload']}{' (calibration)' if row['calibration'] else ''} | {adam['lr']:.3g} "
                 f"({adam['metric']:.3f}) | not run")
-        for method in LR_METHODS:
+        for method in SUGGESTION_METHODS:
             m = row["methods"].get(method)
             if m is None:
                 continue

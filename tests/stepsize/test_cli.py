@@ -52,15 +52,16 @@ def test_the_range_test_runs_on_the_same_model_and_data(tmp_path):
     assert result.exit_code == 0, result.output
     assert "suggested lr" in result.output
     record = json.loads((tmp_path / "range.json").read_text())
-    assert record["method"] == "range_test" and len(record["lrs"]) == 12
+    assert record["method"] == "range-test" and record["lr"] == record["diagnostics"]["suggested_lr"]
+    assert len(record["diagnostics"]["lrs"]) == 12
 
 
 def test_the_suggestion_comes_from_the_same_resolver(tmp_path):
-    result = run("lr", *TINY, "--method", "suggest", "--optimizer", "adamw", "--range-steps", "12", "--no-progress",
+    result = run("lr", *TINY, "--method", "suggest", "--optimizer", "adamw", "--no-progress",
                  "--json", tmp_path / "suggest.json")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "suggest.json").read_text())
-    assert record["optimizer"] == "adamw" and f"{record['suggested_lr']:.4e}" in result.output
+    assert record["optimizer"] == "adamw" and f"{record['lr']:.4e}" in result.output
 
 
 @pytest.mark.parametrize("change,reason", [

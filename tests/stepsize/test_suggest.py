@@ -16,7 +16,7 @@ from adamlab.stepsize.aeos import (
     seeded_batches,
     stability_threshold,
 )
-from adamlab.stepsize.suggest import LR_METHODS, LRSuggestion, MethodSettings, lr_warning, suggest_lr
+from adamlab.stepsize.suggest import SUGGESTION_METHODS, LRSuggestion, MethodSettings, lr_warning, suggest_lr
 
 
 tensor = partial(torch.tensor, dtype=torch.float64)
@@ -195,6 +195,6 @@ def test_range_test_reports_its_divergence_point():
 
 
 def test_an_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="valid: " + ", ".join(LR_METHODS)):
+    with pytest.raises(ValueError, match="valid: " + ", ".join(SUGGESTION_METHODS)):
         suggest_lr("magic", Quadratic(eye(2)), quadratic_loss, centres(8, 2), lambda p, lr: None,
                    optimizer="adam", horizon=10)

@@ -58,12 +58,12 @@ def test_adam_dds_declares_a_dds_source():
     assert source_of(TrainConfig(**PLANNED, optimizer="adamw", lr=1e-3)) == LRSource("fixed", 1e-3)
 
 
-@pytest.mark.parametrize("method,lr_key", [("dds", "alpha"), ("range-test", "suggested_lr"),
-                                           ("suggest", "suggested_lr")])
+@pytest.mark.parametrize("method,lr_key", [("dds", "alpha"), ("range-test", "suggested_lr"), ("suggest", "lr")])
 def test_each_method_estimates_once_and_is_read_back(tmp_path, monkeypatch, method, lr_key):
     config = TrainConfig(**PLANNED, out=str(tmp_path / "run"), optimizer="adamw",
                          optimizer_args={"samples": 8} if method == "dds" else {})
-    options = {"max_iter": 5, "bootstrap": 0} if method == "dds" else {"num_steps": 8}
+    options = {"dds": {"max_iter": 5, "bootstrap": 0}, "range-test": {"num_steps": 8},
+               "suggest": {"warmup_steps": 3, "max_iter": 5}}[method]
     lr, first = resolve_lr(config, LRSource(method, multiplier=2.0), options=options)
     cache = tmp_path / "run" / ("stepsize.json" if method == "dds" else f"stepsize-{method}.json")
     record = json.loads(cache.read_text())

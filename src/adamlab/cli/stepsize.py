@@ -13,11 +13,13 @@ from rich.table import Table
 
 from ..stepsize import FROM_PRESET, METHODS, RangeTestResult, StepsizeEstimate, by_lora_matrix, estimator_settings
 from ..training import TrainConfig
-from ..training.lr_source import LR_METHODS, LRSource, resolve_lr
+from ..stepsize.suggest import SUGGESTION_METHODS, LRSuggestion
+from ..training.lr_source import LR_METHODS, LRSource, resolve_lr, stability_warning
 from .app import app
 from .options import bad_input_exits_2, lora_settings, parse_pairs
 
 console = Console()
+RANGE_TESTS = ("range-test", "range-test-min10")
 
 
 def parse_horizon(text: str) -> str | int:
@@ -43,8 +45,8 @@ def lr_command(
     model: Annotated[str, typer.Option(help="built-in name (minilm, smollm2-135m, tiny-llama, tiny-qwen), folder or hub id")],
     task: Annotated[str, typer.Option(help="ag_news, squad, commonsenseqa, gsm8k or sst2")],
     preset: Annotated[str, typer.Option(help="default, authors_llm or paper_alg2; options below override it")] = "default",
-    method: Annotated[str | None, typer.Option(help="dds (default), range-test, suggest; or dds with the spectral method power, power_h2 or lanczos")] = None,
-    optimizer: Annotated[str, typer.Option(help="the planned run's optimizer (range-test, suggest)")] = "adam",
+    method: Annotated[str | None, typer.Option(help="dds (default), suggest, aeos, dds-one, dds-warm, range-test, range-test-min10; or dds with the spectral method power, power_h2 or lanczos")] = None,
+    optimizer: Annotated[str, typer.Option(help="the planned run's optimizer (suggest, aeos, range tests)")] = "adam",
     opt: Annotated[list[str] | None, typer.Option(help="optimizer hyperparameter KEY=VALUE (repeatable)")] = None,
     samples: Annotated[int | None, typer.Option(help="examples in the estimation sample (default: the preset's)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="examples per loss (default: the preset's, 16; 1 = per example)")] = None,
@@ -74,6 +76,7 @@ def lr_command(
     range_steps: Annotated[int, typer.Option(help="range test: steps")] = 100,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full record here")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    stability_check: Annotated[bool, typer.Option(help="warn when the lr is above where training became unstable (dds: measures the AEoS bound too)")] = True,
 ) -> None:
     """The learning rate of a planned run of MODEL on TASK from a learning-rate method: by default the AdamDDS
     constant step size alpha = sqrt(2 (L0 - L*) / (K T)), with K from the Hessian's spectral norm at the start of
@@ -96,7 +99,9 @@ def lr_command(
                        "samples": chosen.pop("n_examples", FROM_PRESET), "loss_floor": loss_floor, "hvp": hvp,
                        "groups": by_lora_matrix if per_group else None, **chosen}
         else:
-            options = {"min_lr": min_lr, "max_lr": max_lr, "num_steps": range_steps}
+            options = {"min_lr": min_lr, "max_lr": max_lr, "num_steps": range_steps} if lr_name in RANGE_TESTS else {}
+            if steps is None and isinstance(chosen.get("horizon"), int):
+                steps = chosen["horizon"]  # the run's steps: what the learning rate is made for
         # The run these settings plan: same seed, w0, data, encoding and optimizer.
         config = TrainConfig(
             model=model, task=task, task_args=parse_pairs(task_option, "--task-option"), seed=seed, dtype=dtype,
@@ -104,15 +109,55 @@ def lr_command(
             steps=steps or 1, lora=lora_settings(lora, lora_r, lora_alpha, lora_dropout, lora_targets),
             max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, train_limit=train_limit,
         )
-        _, resolution = resolve_lr(config, LRSource(lr_name), show_progress=progress, options=options)
+        lr, resolution = resolve_lr(config, LRSource(lr_name), show_progress=progress, options=options)
+        warning = stability_warning(config, lr, resolution, show_progress=progress) if stability_check else None
     record = resolution.record
-    if lr_name == "dds":
+    if "alpha" in record:  # dds, dds-one: the AdamDDS estimate record
         _print_estimate(StepsizeEstimate.from_dict(record))
-    else:
+    elif lr_name in RANGE_TESTS:
         _print_range_test(RangeTestResult(**{k: v for k, v in record.items() if k != "method"}), lr_name)
+    else:
+        _print_suggestion(LRSuggestion.from_dict(record))
+    if warning:
+        console.print(f"[bold red]{warning}[/]")
     if json_out is not None:
-        json_out.write_text(json.dumps(record, indent=2))
+        if "alpha" in record:  # the AdamDDS estimate record, which `adam_dds --opt estimate=FILE` reads back
+            json_out.write_text(json.dumps(record, indent=2))
+        else:
+            json_out.write_text(json.dumps(_lr_record(record, lr_name, config, resolution.cost_seconds, warning),
+                                           indent=2))
         console.print(f"record written to {json_out}")
+
+
+def _lr_record(record: dict, method: str, config: TrainConfig, cost_seconds: float, warning: str | None) -> dict:
+    """One layout for every method but dds: the lr, what it was made for, its cost and the method's diagnostics."""
+    if "diagnostics" in record:  # already an adamlab.stepsize.suggest record
+        return {**record, "method": method, "warning": warning}
+    return {"method": method, "optimizer": config.optimizer, "lr": record["suggested_lr"], "horizon": config.steps,
+            "batch_size": config.batch_size, "cost_seconds": cost_seconds or record["wall_time_s"],
+            "warning": warning, "diagnostics": record}
+
+
+def _print_suggestion(suggestion: LRSuggestion) -> None:
+    table = Table(title=f"learning rate ({suggestion.method}: {SUGGESTION_METHODS[suggestion.method]})",
+                  title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    diagnostics = suggestion.diagnostics
+    rows = [("lr", f"{suggestion.lr:.4e}"), ("optimizer", suggestion.optimizer),
+            ("made for", f"{suggestion.horizon} steps of {suggestion.batch_size}"),
+            ("cost", f"{suggestion.cost_seconds:.1f} s")]
+    if "eta_max" in diagnostics:
+        rows += [("eta_max (edge of stability)", f"{diagnostics['eta_max']:.4e}"),
+                 ("lambda_max(P^-1 H) per batch", ", ".join(f"{v:.4g}" for v in diagnostics["batch_sharpness"])),
+                 ("preconditioner / momentum", f"{diagnostics['preconditioner']} / {diagnostics['momentum']} "
+                                               f"beta {diagnostics['beta']:g}"),
+                 ("warm-up", f"{diagnostics['warmup_steps']} steps at {diagnostics['warmup_lr']:g}")]
+    if "K_warm" in diagnostics:
+        rows += [("K after warm-up", f"{diagnostics['K_warm']:.6g}"), ("L0 at w0", f"{diagnostics['L0']:.6g}")]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _print_estimate(estimate) -> None:

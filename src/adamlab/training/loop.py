@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import loss_targets, summed_loss
-from .lr_source import resolve_lr
+from .lr_source import resolve_lr, stability_warning
 from .order import ExampleOrder
 from .setup import prepare_trial
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
@@ -135,6 +136,10 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     # The learning rate from its declared source; an estimate (adam_dds) is made here, on the model on its
     # device, and cached in the run folder so a resumed run reads it back.
     lr, lr_resolution = resolve_lr(config, inputs=inputs, show_progress=show_progress and accelerator.is_main_process)
+    lr_resolution.warning = stability_warning(config, lr, lr_resolution, inputs=inputs,
+                                              show_progress=show_progress and accelerator.is_main_process)
+    if lr_resolution.warning and accelerator.is_main_process:
+        print(lr_resolution.warning, file=sys.stderr)
     optimizer = create_optimizer(config.optimizer, model, lr=lr, **config.split_optimizer_args()[0])
     scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)

@@ -11,8 +11,9 @@ Methods (``LR_METHODS``), each run on the trial's own model, LoRA initialisation
 
 * ``dds``: the AdamDDS step size alpha = sqrt(2 L0 / (K T)), T = the run's steps (``adamlab.stepsize``);
 * ``range-test``: Smith's learning-rate range test with the run's optimizer, the steepest descent point;
-* ``suggest``: adamlab's suggestion for the run's optimizer. Until the suggestion study of issue #11 picks its
-  estimator, it is the range test's point.
+* ``suggest``: adamlab's suggestion for the run's optimizer, a fraction of its edge-of-stability bound;
+* ``aeos``, ``dds-one``, ``dds-warm``, ``range-test-min10``: the other estimators the suggestion was chosen among
+  (``adamlab.stepsize.suggest``, docs/lr_suggestion.md).
 
 Adding a method is one call at import time, the registration point:
 
@@ -39,16 +40,19 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..optim import create_optimizer
 from ..stepsize import lr_range_test
+from ..stepsize.suggest import SUGGESTION_METHODS, MethodSettings, suggest_lr
 from .config import DDS_SAMPLES, TrainConfig
 from .estimates import estimate_for_training
-from .losses import training_loss
+from .losses import loss_targets, training_loss
 from .setup import TrialInputs, prepare_trial
 
 FIXED = "fixed"
@@ -170,6 +174,7 @@ class LRResolution:
     cached: bool
     path: str | None
     record: dict[str, Any] | None  # the estimate's own JSON record (its diagnostics)
+    warning: str | None = None  # set by stability_warning: the lr is above where training became unstable
 
     def to_dict(self) -> dict[str, Any]:
         """The summary a run's result.json keeps (the full record is in the cache file)."""
@@ -229,6 +234,35 @@ def resolve_lr(
     lr = base * source.multiplier
     return lr, LRResolution(str(source), method.name, source.multiplier, base, lr, cost, cached,
                             None if cache is None else str(cache), record)
+
+
+def stability_warning(config: TrainConfig, lr: float, resolution: LRResolution, *, cache: str | Path | None = None,
+                      inputs: TrialInputs | None = None, show_progress: bool = False) -> str | None:
+    """One line when an estimated ``lr`` is above the point where training was measured to become unstable: the
+    estimate's own (eta_max of ``aeos``/``suggest``, the range test's divergence point) or, for the AdamDDS
+    family, which sees no instability itself, the AEoS bound of the run's optimizer (``cache``: where that bound
+    is kept; by default next to the run's estimate). A fixed lr is the user's choice and is not checked."""
+    if resolution.method == FIXED:
+        return None
+    limit, by = instability_point(resolution.record)
+    if limit is None and resolution.method.startswith("dds"):
+        _, bound = resolve_lr(config, LRSource("aeos"), cache=cache, inputs=inputs, show_progress=show_progress)
+        limit, by = instability_point(bound.record)
+    if limit is None or not lr > limit:
+        return None
+    return (f"warning: lr {lr:.3g} ({resolution.source}) is {lr / limit:.1f}x the {limit:.3g} where {by} measured "
+            f"{config.optimizer} training to become unstable; expect divergence or collapse")
+
+
+def instability_point(record: dict[str, Any] | None) -> tuple[float | None, str]:
+    """The lr above which an estimate's record saw training become unstable, and the method that saw it."""
+    if not record:
+        return None, ""
+    if "diagnostics" in record:  # adamlab.stepsize.suggest records
+        return record["diagnostics"].get("unstable_above"), record["method"]
+    if record.get("method") == "range_test" and record.get("stopped_early"):
+        return record["lrs"][-1], "the range test"
+    return None, ""
 
 
 def pending_estimate(source: LRSource, cache: str | Path | None) -> bool:
@@ -292,5 +326,32 @@ register_lr_method(LRMethod("dds", "the AdamDDS step size sqrt(2 L0 / (K T)) at 
                             lr_of=lambda record: record["alpha"]))
 register_lr_method(LRMethod("range-test", "Smith's range test: the steepest descent point", _range_test_estimate,
                             lr_of=lambda record: record["suggested_lr"]))
-register_lr_method(LRMethod("suggest", "adamlab's suggestion (for now the range test's point; issue #11)",
-                            _range_test_estimate, lr_of=lambda record: record["suggested_lr"]))
+register_lr_method(LRMethod("range-test-min10", "Smith's range test: a tenth of the lr at the minimum loss",
+                            partial(_range_test_estimate, rule="min_div_10"),
+                            lr_of=lambda record: record["suggested_lr"]))
+register_lr_method(LRMethod("dds-one", "the AdamDDS step size with T = 1 (the authors' LLM code)",
+                            partial(_dds_estimate, horizon="one"), lr_of=lambda record: record["alpha"]))
+
+
+def _suggestion_estimate(method: str) -> Callable[..., dict]:
+    """A method of ``adamlab.stepsize.suggest`` on the run's optimizer (its hyperparameters), batch size, seed and
+    horizon; ``options`` set its ``MethodSettings``."""
+
+    def estimate(config: TrainConfig, inputs: TrialInputs, progress: ProgressFn | None, **options: Any) -> dict:
+        loaded = inputs.loaded
+        device = next(loaded.model.parameters()).device
+        hparams, _ = config.split_optimizer_args()
+        settings = MethodSettings(**{"batch_size": config.batch_size, "seed": config.seed, **options})
+        suggestion = suggest_lr(method, loaded.model, training_loss(loaded.head, loaded.tokenizer.pad_token_id, device),
+                                inputs.encoded, lambda params, lr: create_optimizer(config.optimizer, params, lr=lr,
+                                                                                    **hparams),
+                                optimizer=config.optimizer, horizon=config.steps, settings=settings,
+                                targets_fn=loss_targets, progress=progress)
+        return suggestion.to_dict()
+
+    return estimate
+
+
+for _name in ("suggest", "aeos", "dds-warm"):
+    register_lr_method(LRMethod(_name, SUGGESTION_METHODS[_name], _suggestion_estimate(_name),
+                                lr_of=lambda record: record["lr"]))
