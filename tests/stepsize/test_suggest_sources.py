@@ -11,8 +11,11 @@ from typer.testing import CliRunner
 from adamlab.cli import app
 from adamlab.models import LoraSettings
 from adamlab.stepsize.suggest import SUGGEST_FRACTION, SUGGESTION_METHODS, LRSuggestion
+from adamlab.studies import expand_trials, parse_spec
 from adamlab.training import TrainConfig
 from adamlab.training.lr_source import LR_METHODS, LRSource, instability_point, resolve_lr, stability_warning
+
+from ..studies.tiny import TINY_SPEC
 
 PLANNED = dict(model="tiny-llama", task="ag_news", train_limit=32, max_seq_len=64, batch_size=4, steps=20,
                lora=LoraSettings(r=4, alpha=8))
@@ -106,3 +109,12 @@ def test_adamlab_lr_writes_one_record_layout(tmp_path):
 def test_adamlab_lr_refuses_an_unknown_method_listing_the_valid_ones():
     result = CliRunner().invoke(app, ["lr", "--model", "tiny-llama", "--task", "ag_news", "--method", "magic"])
     assert result.exit_code == 2 and "suggest" in result.output and "aeos" in result.output
+
+
+def test_a_study_flags_the_multiples_above_the_edge_of_stability(tmp_path):
+    spec = parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: suggest x1, x20"), tmp_path / "tiny.yaml")
+    trials = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
+    flagged = {t.stepsize_estimate["multiplier"]: "lr_warning" in t.stepsize_estimate for t in trials}
+    assert flagged == {1.0: False, 20.0: True}  # 20 x 0.1 x eta_max = 2 eta_max
+    eta_max = trials[0].stepsize_estimate["diagnostics"]["eta_max"]
+    assert trials[0].stepsize_estimate["unstable_above"] == eta_max

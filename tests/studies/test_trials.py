@@ -106,7 +106,7 @@ def test_a_saved_dds_estimate_is_reused_while_its_configuration_holds(tmp_path, 
     first = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
     again = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
     assert len(calls) == 1 and [t.key for t in again] == [t.key for t in first]
-    assert len(list((tmp_path / "stepsize").glob("*.json"))) == 1
+    assert len(list((tmp_path / "stepsize").glob("*.json"))) == 2  # the estimate, and the AEoS bound it is checked against
     longer = parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x2").replace("steps: 3", "steps: 4"),
                         tmp_path / "tiny.yaml")
     expand_trials(longer, tmp_path, estimates=tmp_path / "stepsize")

@@ -142,7 +142,8 @@ def _lr_label(trial: TrialRow) -> str:
     estimate = trial.stepsize_estimate
     if estimate is None:
         return f"{trial.lr:g}"
-    return f"{trial.lr:.3g} (α×{estimate['multiplier']:g})"
+    unstable = ", above the measured edge of stability" if estimate.get("lr_warning") else ""
+    return f"{trial.lr:.3g} (α×{estimate['multiplier']:g}{unstable})"
 
 
 def summary(results: StudyResults) -> dict[str, Any]:

@@ -17,7 +17,14 @@ from typing import Any
 
 from ..optim.registry import REGISTRY
 from ..training import TrainConfig
-from ..training.lr_source import LRSource, lr_method, pending_estimate, resolve_lr
+from ..training.lr_source import (
+    LRSource,
+    instability_message,
+    instability_point,
+    lr_method,
+    pending_estimate,
+    resolve_lr,
+)
 from .spec import Arm, SpecPath, StudySchedule, StudySpec, StudyTask
 
 KEY_LENGTH = 12  # hex digits: 48 bits, and expand_trials rejects any collision anyway
@@ -142,8 +149,15 @@ class _LearningRates:
         estimate = self._estimate(arm, model, task, sources[0].method)
         if estimate["source"] == PENDING:
             return [(None, {**estimate, "multiplier": source.multiplier}) for source in sources]
-        return [(source.multiplier * estimate["alpha"], {**estimate, "multiplier": source.multiplier})
-                for source in sources]
+        learning_rates = []
+        for source in sources:
+            lr = source.multiplier * estimate["alpha"]
+            # The study record flags a multiple above where training was measured to become unstable.
+            warning = instability_message(lr, str(source), estimate.get("unstable_above"),
+                                          estimate.get("unstable_by", ""), _trained_optimizer(arm.optimizer))
+            learning_rates.append((lr, {**estimate, "multiplier": source.multiplier,
+                                        **({"lr_warning": warning} if warning else {})}))
+        return learning_rates
 
     def _estimate(self, arm: Arm, model: str, task: StudyTask, method: str) -> dict[str, Any]:
         published = self.spec.dds_alpha.get(model, {}).get(task.name) if method == "dds" else None
@@ -158,8 +172,25 @@ class _LearningRates:
             else:
                 _, resolution = resolve_lr(config, LRSource(method), cache=cache, show_progress=self.show_progress)
                 extra = {} if method == "dds" else {"lr_method": method, "alpha": resolution.estimate}
-                self.estimates[key] = {"source": "estimated", **resolution.record, **extra}
+                limit, by = self._instability_point(resolution.record, arm, model, task, method)
+                self.estimates[key] = {"source": "estimated", **resolution.record, **extra, "unstable_above": limit,
+                                       "unstable_by": by}
         return self.estimates[key]
+
+
+    def _instability_point(self, record: dict[str, Any], arm: Arm, model: str, task: StudyTask,
+                           method: str) -> tuple[float | None, str]:
+        """Where the estimate saw training become unstable; the AdamDDS family sees no instability itself, so
+        the AEoS bound of the arm's optimizer is measured (once, cached with the study's estimates)."""
+        limit, by = instability_point(record)
+        if limit is None and method.startswith("dds"):
+            config = estimation_config(self.spec, arm, model, task, "aeos")
+            cache = None if self.saved is None else self.saved / lr_method("aeos").study_file(trial_key(config))
+            if not self.run_estimates and pending_estimate(LRSource("aeos"), cache):
+                return None, ""  # validation loads no model: the check waits for the sweep
+            _, bound = resolve_lr(config, LRSource("aeos"), cache=cache, show_progress=self.show_progress)
+            limit, by = instability_point(bound.record)
+        return limit, by
 
 
 def estimation_config(spec: StudySpec, arm: Arm, model: str, task: StudyTask, method: str) -> TrainConfig:

@@ -248,10 +248,15 @@ def stability_warning(config: TrainConfig, lr: float, resolution: LRResolution, 
     if limit is None and resolution.method.startswith("dds"):
         _, bound = resolve_lr(config, LRSource("aeos"), cache=cache, inputs=inputs, show_progress=show_progress)
         limit, by = instability_point(bound.record)
+    return instability_message(lr, resolution.source, limit, by, config.optimizer)
+
+
+def instability_message(lr: float, source: str, limit: float | None, by: str, optimizer: str) -> str | None:
+    """The one-line warning for ``lr`` (from ``source``) above ``limit``; None when it is not above."""
     if limit is None or not lr > limit:
         return None
-    return (f"warning: lr {lr:.3g} ({resolution.source}) is {lr / limit:.1f}x the {limit:.3g} where {by} measured "
-            f"{config.optimizer} training to become unstable; expect divergence or collapse")
+    return (f"warning: lr {lr:.3g} ({source}) is {lr / limit:.1f}x the {limit:.3g} where {by} measured "
+            f"{optimizer} training to become unstable; expect divergence or collapse")
 
 
 def instability_point(record: dict[str, Any] | None) -> tuple[float | None, str]:
