@@ -81,9 +81,9 @@ WORKLOADS = {
         Workload("minilm-lora-ag_news", "minilm", "ag_news", LORA_R8, (-7, -6, -5)),
         Workload("minilm-lora-sst2", "minilm", "sst2", LORA_R8, (-7, -6, -5), steps=50, eval_limit=200),
         Workload("minilm-full-ag_news", "minilm", "ag_news", None, (-9, -8, -7), steps=40, eval_limit=200),
-        Workload("minilm-full-sst2", "minilm", "sst2", None, (-9, -8, -7), steps=40, eval_limit=200),
         Workload("smollm2-lora-sst2", "smollm2-135m", "sst2", LORA_R8, (-8, -7, -6), steps=20, batch_size=8,
                  max_seq_len=96, eval_limit=150, extra={"eval_mode": "score"}),
+        Workload("minilm-full-sst2", "minilm", "sst2", None, (-9, -8, -7), steps=40, eval_limit=200),
     )
 }
 
@@ -124,9 +124,9 @@ def _score(result: dict[str, Any]) -> float:
     return result["metric"] if math.isfinite(result["metric"]) else -math.inf
 
 
-def measure_methods(workload: Workload) -> dict[str, LRSuggestion]:
-    """Every method's suggestion for Adam on the workload's w0 (the run's own seed, LoRA initialisation and
-    training data), each cached in a JSON record."""
+def measure_methods(workload: Workload, methods: tuple[str, ...] = MEASURED) -> dict[str, LRSuggestion]:
+    """Each method's suggestion for Adam on the workload's w0 (the run's own seed, LoRA initialisation and
+    training data), each cached in a JSON record; with ``methods=()`` only those already measured."""
     folder = RUNS / workload.name / "methods"
     folder.mkdir(parents=True, exist_ok=True)
     config = workload.config("adam", "constant", 1e-3, folder / "unused")
@@ -134,6 +134,8 @@ def measure_methods(workload: Workload) -> dict[str, LRSuggestion]:
     measured = {}
     for method in MEASURED:
         path = folder / f"{method}.json"
+        if not path.exists() and method not in methods:
+            continue
         if not path.exists():
             if inputs is None:
                 inputs = prepare_trial(config)
@@ -147,7 +149,8 @@ def measure_methods(workload: Workload) -> dict[str, LRSuggestion]:
         measured[method] = LRSuggestion.load(path)
     suggestions = dict(measured)
     for method, source in DERIVED.items():
-        suggestions[method] = derived(method, measured[source])
+        if source in measured:
+            suggestions[method] = derived(method, measured[source])
     return suggestions
 
 
@@ -181,8 +184,8 @@ def summarise(workload: Workload) -> dict[str, Any] | None:
         return None
     best = max(grids["adam"], key=_score)
     methods = {}
-    if (RUNS / workload.name / "methods" / f"{MEASURED[-1]}.json").exists():
-        for method, suggestion in measure_methods(workload).items():
+    if (RUNS / workload.name / "methods").exists():
+        for method, suggestion in measure_methods(workload, methods=()).items():
             trained = RUNS / workload.name / "suggested" / "adam" / lr_label(suggestion.lr) / "result.json"
             row = {"lr": suggestion.lr, "ratio": suggestion.lr / best["lr"], "cost_seconds": suggestion.cost_seconds,
                    "cost_share": suggestion.cost_seconds / best["wall_seconds"], "metric": None, "regret": None,
@@ -222,6 +225,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=("grid", "methods", "all", "table"), required=True)
     parser.add_argument("--train", nargs="*", default=["suggest"], help="methods whose lr gets a full Adam run")
+    parser.add_argument("--methods", nargs="+", default=list(MEASURED), choices=list(MEASURED),
+                        help="methods to measure (the others follow from these)")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     args = parser.parse_args()
@@ -230,22 +235,22 @@ def main() -> None:
         for name in args.workloads:  # each workload's Adam grid and suggestions, then the AdamW + cosine grids
             grid_search(WORKLOADS[name], "adam")
             if args.phase == "all":
-                train_suggestions(WORKLOADS[name], args.train)
+                train_suggestions(WORKLOADS[name], args.train, tuple(args.methods))
         if "adamw_cosine" in args.arms:
             for name in args.workloads:
                 grid_search(WORKLOADS[name], "adamw_cosine")
     if args.phase == "methods":
         for name in args.workloads:
-            train_suggestions(WORKLOADS[name], args.train)
+            train_suggestions(WORKLOADS[name], args.train, tuple(args.methods))
     rows = [row for row in map(summarise, (WORKLOADS[name] for name in args.workloads)) if row is not None]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2))
     print(table(rows))
 
 
-def train_suggestions(workload: Workload, methods: list[str]) -> None:
-    suggestions = measure_methods(workload)
-    for method in methods:
+def train_suggestions(workload: Workload, trained: list[str], measured: tuple[str, ...]) -> None:
+    suggestions = measure_methods(workload, measured)
+    for method in trained:
         run(workload, "adam", suggestions[method].lr, tag="suggested")
 
 
