@@ -46,6 +46,7 @@ ARMS = {"adam": ("adam", "constant"), "adamw_cosine": ("adamw", "cosine")}
 # Methods measured once each; the others follow from the same measurement at the same cost.
 MEASURED = ("aeos", "range-test", "dds", "dds-warm")
 DERIVED = {"suggest": "aeos", "dds-one": "dds", "range-test-min10": "range-test"}
+LONG_RUN = 3125  # steps of the AdamDDS paper's runs: the cost share a real fine-tune would see
 CALIBRATION = "minilm-lora-ag_news"  # where SUGGEST_FRACTION was set; the other workloads validate it
 
 
@@ -187,9 +188,12 @@ def summarise(workload: Workload) -> dict[str, Any] | None:
     if (RUNS / workload.name / "methods").exists():
         for method, suggestion in measure_methods(workload, methods=()).items():
             trained = RUNS / workload.name / "suggested" / "adam" / lr_label(suggestion.lr) / "result.json"
+            run_seconds = best["wall_seconds"]
             row = {"lr": suggestion.lr, "ratio": suggestion.lr / best["lr"], "cost_seconds": suggestion.cost_seconds,
-                   "cost_share": suggestion.cost_seconds / best["wall_seconds"], "metric": None, "regret": None,
-                   "trained": trained.exists()}
+                   "cost_share": suggestion.cost_seconds / run_seconds,
+                   "cost_share_3125": suggestion.cost_seconds / (run_seconds * LONG_RUN / workload.steps),
+                   "metric": None, "regret": None, "trained": trained.exists(),
+                   "nearest_grid": _nearest(grids["adam"], suggestion.lr)}
             if trained.exists():
                 record = json.loads(trained.read_text())
                 metric = record["metrics"].get(workload.metric, float("nan"))
@@ -200,9 +204,15 @@ def summarise(workload: Workload) -> dict[str, Any] | None:
             "grid_best": {arm: max(g, key=_score) if g else None for arm, g in grids.items()}, "methods": methods}
 
 
+def _nearest(grid: list[dict[str, Any]], lr: float) -> dict[str, Any] | None:
+    """The grid run within half a grid step (a factor 10^(1/4)) of ``lr`` in log scale, if there is one."""
+    close = [r for r in grid if abs(math.log10(r["lr"] / lr)) <= 0.25]
+    return min(close, key=lambda r: abs(math.log10(r["lr"] / lr))) if close else None
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| workload | grid-best Adam lr (metric) | grid-best AdamW+cos lr | method | lr | x grid-best | metric "
-             "at lr | regret (pts) | cost (s, share of run) |", "|" + "---|" * 9]
+             "at lr | regret (pts) | cost: s (share of this run; of a 3125-step run) |", "|" + "---|" * 9]
     for row in rows:
         adam, adamw = row["grid_best"]["adam"], row["grid_best"]["adamw_cosine"]
         head = (f"{row['workload']}{' (calibration)' if row['calibration'] else ''} | {adam['lr']:.3g} "
@@ -213,10 +223,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             m = row["methods"].get(method)
             if m is None:
                 continue
-            metric = f"{m['metric']:.3f}" if m["metric"] is not None else "not trained"
-            regret = f"{m['regret']:+.1f}" if m["regret"] is not None else "-"
+            near = m["nearest_grid"]
+            if m["metric"] is not None:
+                metric, regret = f"{m['metric']:.3f}", f"{m['regret']:.1f}"
+            elif near is not None:  # not trained: the grid run at about the same lr, marked as such
+                metric = f"~{near['metric']:.3f} (grid {near['lr']:.3g})"
+                regret = f"~{100 * (adam['metric'] - near['metric']):.1f}"
+            else:
+                metric, regret = "not trained", "-"
             lines.append(f"| {head} | {method} | {m['lr']:.3g} | {m['ratio']:.2f} | {metric} | {regret} | "
-                         f"{m['cost_seconds']:.0f} ({100 * m['cost_share']:.0f}%) |")
+                         f"{m['cost_seconds']:.0f} ({100 * m['cost_share']:.0f}%; "
+                         f"{100 * m['cost_share_3125']:.1f}%) |")
             head = " | | "
     return "\n".join(lines)
 
