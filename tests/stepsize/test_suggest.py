@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from adamlab.optim import create_optimizer
 from adamlab.stepsize.aeos import (
     aeos_bound,
     optimizer_preconditioner,
@@ -198,3 +199,29 @@ def test_an_unknown_method_lists_the_valid_ones():
     with pytest.raises(ValueError, match="valid: " + ", ".join(SUGGESTION_METHODS)):
         suggest_lr("magic", Quadratic(eye(2)), quadratic_loss, centres(8, 2), lambda p, lr: None,
                    optimizer="adam", horizon=10)
+
+
+def test_adabelief_and_lion_translate_their_own_state():
+    for name, kind, key in (("adabelief", "belief", "exp_avg_var"), ("lion", "sign", "exp_avg")):
+        param = nn.Parameter(ones(3))
+        optimizer = create_optimizer(name, [param], lr=1e-3)
+        for step in range(3):
+            param.grad = tensor([1.0, -2.0, 0.5]) * (step + 1)
+            optimizer.step()
+        preconditioner = optimizer_preconditioner(optimizer, [param])
+        state = optimizer.state[param]
+        assert preconditioner.kind == kind and preconditioner.momentum == "ema"
+        if kind == "sign":
+            torch.testing.assert_close(preconditioner.diagonal[0], state[key].abs() + 1e-8)
+        else:
+            beta2, eps = optimizer.param_groups[0]["betas"][1], optimizer.param_groups[0]["eps"]
+            expected = (state[key] / (1 - beta2 ** float(state["step"]))).sqrt() + eps
+            torch.testing.assert_close(preconditioner.diagonal[0], expected)
+
+
+def test_aeos_bound_reports_its_progress():
+    calls = []
+    aeos_bound(Quadratic(eye(2)), quadratic_loss, centres(16, 2), lambda p, lr: torch.optim.SGD(p, lr),
+               warmup_steps=2, batch_size=4, n_batches=2, max_iter=5, progress=lambda done, total: calls.append(
+                   (done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
