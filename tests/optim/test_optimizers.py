@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 
 import pytest
 import torch
+
+from adamlab.optim import create_optimizer, registry
 
 from .optim_info import OPTIMIZER_INFOS, OptimizerInfo
 
@@ -34,6 +37,13 @@ def run(optimizer, params, steps, start=0):
     for step in range(start, start + steps):
         set_grads(params, step)
         optimizer.step()
+
+
+def require(info: OptimizerInfo, *capabilities: str):
+    """Skip unless ``info`` has every named capability flag."""
+    missing = [name for name in capabilities if not getattr(info, name)]
+    if missing:
+        pytest.skip(f"{info.name}: not {', '.join(missing)}")
 
 
 def clone(params):
@@ -69,6 +79,7 @@ def state_tensors(optimizer):
 
 @pytest.mark.parametrize("info,hparams", cases())
 def test_foreach_matches_single_tensor(info: OptimizerInfo, hparams):
+    require(info, "supports_foreach", "supports_float64")
     params_single, params_foreach = make_params(), make_params()
     single = info.build(params_single, foreach=False, **hparams)
     multi = info.build(params_foreach, foreach=True, **hparams)
@@ -84,6 +95,7 @@ def test_foreach_matches_single_tensor(info: OptimizerInfo, hparams):
 @pytest.mark.parametrize("info,ref,hparams", reference_cases())
 @pytest.mark.parametrize("foreach", [False, True])
 def test_matches_reference(info: OptimizerInfo, ref, hparams, foreach):
+    require(info, "supports_float64", *(["supports_foreach"] if foreach else []))
     ours_params, ref_params = make_params(), make_params()
     ours = info.build(ours_params, foreach=foreach, **hparams)
     theirs = ref.build(ref_params, **hparams)
@@ -145,8 +157,7 @@ def test_invalid_hyperparameters_raise(info: OptimizerInfo):
 
 @pytest.mark.parametrize("info,hparams", cases())
 def test_maximize_equals_minimizing_the_negation(info: OptimizerInfo, hparams):
-    if not info.supports_maximize:
-        pytest.skip("no maximize option")
+    require(info, "supports_maximize")
     up_params, down_params = make_params(), make_params()
     up = info.build(up_params, maximize=True, **hparams)
     down = info.build(down_params, **hparams)
@@ -165,6 +176,7 @@ def test_maximize_equals_minimizing_the_negation(info: OptimizerInfo, hparams):
 @pytest.mark.parametrize("foreach", [False, True])
 def test_bf16_params_step_and_track_fp32(info: OptimizerInfo, hparams, foreach):
     """bf16 params step, keep finite values, and follow the fp64 trajectory to bf16 precision."""
+    require(info, "supports_bf16", *(["supports_foreach"] if foreach else []))
     low_params, ref_params = make_params(torch.bfloat16), make_params()
     low = info.build(low_params, foreach=foreach, **hparams)
     ref = info.build(ref_params, foreach=foreach, **hparams)
@@ -198,9 +210,85 @@ def test_param_groups_use_their_own_lr_and_closure_returns_loss(info: OptimizerI
 def test_every_adamlab_optimizer_is_in_the_table():
     """Every optimizer whose update adamlab implements (its class defines ``step``) is held to the shared tests;
     adam_dds only sets torch's Adam's lr."""
-    import adamlab.optim as optim
-
     listed = {info.name for info in OPTIMIZER_INFOS}
-    own = {name for name, spec in optim.registry.REGISTRY.items()
+    own = {name for name, spec in registry.REGISTRY.items()
            if spec.source == "adamlab" and "step" in vars(spec.resolve())}
     assert own <= listed, f"missing from optim_info.py: {sorted(own - listed)}"
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+def test_fused_matches_single_tensor(info: OptimizerInfo, hparams):
+    """Where fused= exists, it follows the single-tensor path (float32: compiled kernels may reorder arithmetic);
+    where it does not, asking for it fails at construction."""
+    if not info.supports_fused:
+        with pytest.raises((TypeError, ValueError)):
+            info.build(make_params(), fused=True, **hparams)
+        return
+    params_single, params_fused = make_params(torch.float32), make_params(torch.float32)
+    single = info.build(params_single, foreach=False, **hparams)
+    fused = info.build(params_fused, fused=True, **hparams)
+    run(single, params_single, 10)
+    run(fused, params_fused, 10)
+    for a, b in zip(params_single, params_fused):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+@pytest.mark.parametrize("foreach", [False, True])
+def test_sparse_gradients(info: OptimizerInfo, foreach):
+    if foreach:
+        require(info, "supports_foreach")
+    dense, sparse = torch.zeros(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    optimizer = info.build([dense, sparse], foreach=foreach, **info.hparam_sets[0])
+    dense.grad = torch.ones(3)
+    sparse.grad = torch.ones(3).to_sparse()
+    if info.supports_sparse:
+        optimizer.step()
+        assert not torch.equal(sparse, torch.zeros(3))
+    else:
+        with pytest.raises(RuntimeError, match="sparse"):
+            optimizer.step()
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_closure_is_evaluated_once_and_its_loss_returned(info: OptimizerInfo):
+    params = make_params()
+    optimizer = info.build(params, **info.hparam_sets[0])
+    set_grads(params, 0)
+    if info.step_requires_closure:
+        with pytest.raises((RuntimeError, TypeError)):
+            optimizer.step()
+    else:
+        assert optimizer.step() is None
+    calls = []
+
+    def closure():
+        calls.append(len(calls))
+        set_grads(params, 1)
+        return torch.tensor(2.5)
+
+    assert optimizer.step(closure).item() == 2.5
+    assert calls == [0]
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_create_optimizer_builds_from_a_model(info: OptimizerInfo):
+    """The registry builds each optimizer for a model: through the class's from_model when the table says so,
+    through adamlab's decay/no-decay param groups otherwise; the result trains."""
+    torch.manual_seed(0)
+    # "mlp" is a target of LDAdam's low-rank groups and of Adam-mini's per-row rule
+    layers = OrderedDict(mlp=torch.nn.Linear(8, 8), act=torch.nn.ReLU(), head=torch.nn.Linear(8, 2))
+    model = torch.nn.Sequential(layers).double()
+    spec = registry.REGISTRY.get(info.name)
+    assert (spec is not None and spec.from_model is not None) == info.builds_from_model
+    hparams = {"rank": 2} if info.name == "ldadam" else {}
+    optimizer = create_optimizer(info.name, model, lr=1e-2, **hparams)
+    x, y = torch.randn(32, 8, dtype=torch.float64), torch.randint(0, 2, (32,))
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -1,4 +1,5 @@
-"""Pieces every adamlab optimizer shares: hyperparameter checks, gradient collection, foreach grouping.
+"""Pieces every adamlab optimizer shares: hyperparameter checks, doc fragments, gradient collection, complex
+parameters as real pairs, foreach grouping.
 
 Each optimizer module keeps its own ``step`` readable top to bottom and calls these helpers; the math
 lives in two functions per module, ``_single_tensor_<name>`` (the reference loop) and
@@ -8,7 +9,7 @@ lives in two functions per module, ``_single_tensor_<name>`` (the reference loop
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -50,6 +51,43 @@ def check_nonnegative(value: float, name: str) -> None:
 def check_positive_int(value: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
+
+
+# --- doc fragments: the argument lines every optimizer documents alike, written once (torch.optim does the same) --
+
+ARG_DOCS = {
+    "maximize": "maximize the objective instead of minimizing it.",
+    "foreach": "use the multi-tensor path (``None`` = whenever the tensors allow it).",
+}
+
+
+def document_args(*names: str, **overrides: str) -> Callable[[type], type]:
+    """Append the shared ``Args`` lines ``names`` (``overrides`` replace a shared line's text) to a class docstring,
+    whose ``Args:`` section must come last."""
+
+    def decorate(cls: type) -> type:
+        lines = [f"        {name}: {overrides.get(name, ARG_DOCS[name])}" for name in names]
+        cls.__doc__ = cls.__doc__.rstrip() + "\n" + "\n".join(lines) + "\n"
+        return cls
+
+    return decorate
+
+
+# --- complex parameters -------------------------------------------------------------------------------------------
+
+
+def as_real(tensor: Tensor) -> Tensor:
+    """A complex tensor as its real pairs (a view with a trailing dimension of 2), as torch.optim steps complex
+    parameters; a real tensor as is. Elementwise updates on the view treat re and im as two real coordinates."""
+    return torch.view_as_real(tensor) if torch.is_complex(tensor) else tensor
+
+
+def reject_complex(params: Iterable[Tensor], optimizer_name: str, reason: str) -> None:
+    """For algorithms whose update depends on a tensor's shape (factored or blocked statistics, projections):
+    a complex parameter has no agreed meaning there, so it fails when its group is added, not with wrong numbers."""
+    if any(torch.is_complex(p) for p in params):
+        raise ValueError(f"{optimizer_name} does not support complex parameters: {reason}; train the real view "
+                         "(torch.view_as_real) to treat real and imaginary parts as separate real coordinates")
 
 
 # --- the step skeleton ------------------------------------------------------------------------------

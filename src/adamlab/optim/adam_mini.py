@@ -1,7 +1,12 @@
+"""Adam-mini: Adam with one second moment per block (attention head, output neuron, or whole tensor).
+
+``AdamMini`` routes every named parameter to a block rule, keeps the per-block mean of g² and hands the
+elementwise rest to the shared AdamW kernel (``_adamw``). ``PartitionEntry`` is one row of its partition report.
+"""
+
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -12,14 +17,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ._adamw import multi_tensor_adamw, single_tensor_adamw
 from ._common import (
     check_betas,
     check_eps,
     check_lr,
     check_nonnegative,
     check_positive_int,
+    document_args,
     evaluate_closure,
-    group_by_device_and_dtype,
     use_foreach,
 )
 
@@ -48,6 +54,7 @@ class PartitionEntry:
     weight_decay: float
 
 
+@document_args("maximize", "foreach")
 class AdamMini(Optimizer):
     r"""Adam-mini (Zhang et al., 2025, ICLR, "Adam-mini: Use Fewer Learning Rates To Gain More",
     arXiv:2406.16793). Semantics of the authors' ``adam-mini`` 1.1.1 (``adam_mini.Adam_mini``).
@@ -129,8 +136,6 @@ class AdamMini(Optimizer):
             number of head blocks (default ``n_heads``).
         verbose: log the partition table and warnings once, at construction.
         partition: ``"official"`` (the v1.1.1 rules) or ``"lora"`` (LoRA factors per row).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -366,15 +371,17 @@ class AdamMini(Optimizer):
                 tensor_list.append(value)
 
         for group, params, grads, ms, vs, mean_squares, steps in buckets.values():
-            update = _multi_tensor_adam_mini if use_foreach(group, params) else _single_tensor_adam_mini
+            # The AdamW update, each rule's second moment (full size, (blocks, 1) or 0-dim) broadcasting over m
+            # viewed with one row per block.
+            update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
             beta1, beta2 = group["betas"]
             update(
                 params,
                 grads,
                 ms,
                 vs,
-                mean_squares,
                 steps,
+                grad_squares=mean_squares,
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -437,65 +444,3 @@ def _block_mean_square(grad_blocks: Tensor, rule: str) -> Tensor:
     if rule == TENSOR:
         return square.sum() / max(square.numel(), 1)  # an empty tensor's second moment stays 0, not 0/0
     return square.mean(dim=1, keepdim=True)
-
-
-# The update below is the same for every rule: each rule's second moment (full size, (blocks, 1) or 0-dim)
-# broadcasts over m, viewed with one row per block.
-
-
-def _single_tensor_adam_mini(
-    params: list[Tensor],
-    grads: list[Tensor],
-    ms: list[Tensor],
-    vs: list[Tensor],
-    mean_squares: list[Tensor],
-    steps: list[int],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    for param, grad, m, v, mean_square, step in zip(params, grads, ms, vs, mean_squares, steps):
-        if maximize:
-            grad = -grad
-        v.mul_(beta2).add_(mean_square, alpha=1 - beta2)
-        if weight_decay > 0:
-            param.mul_(1 - lr * weight_decay)
-        m.lerp_(grad, 1 - beta1)
-        denom = (v.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
-        param.addcdiv_(m, denom, value=-lr / (1 - beta1**step))
-
-
-def _multi_tensor_adam_mini(
-    params: list[Tensor],
-    grads: list[Tensor],
-    ms: list[Tensor],
-    vs: list[Tensor],
-    mean_squares: list[Tensor],
-    steps: list[int],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    lists = [params, grads, ms, vs, mean_squares]
-    for (device_params, device_grads, device_ms, device_vs, device_mean_squares), positions in (
-        group_by_device_and_dtype(lists)
-    ):
-        if maximize:
-            device_grads = torch._foreach_neg(device_grads)
-        torch._foreach_mul_(device_vs, beta2)
-        torch._foreach_add_(device_vs, device_mean_squares, alpha=1 - beta2)
-        if weight_decay > 0:
-            torch._foreach_mul_(device_params, 1 - lr * weight_decay)
-        torch._foreach_lerp_(device_ms, device_grads, 1 - beta1)
-        denoms = torch._foreach_sqrt(device_vs)
-        torch._foreach_div_(denoms, [math.sqrt(1 - beta2 ** steps[i]) for i in positions])
-        torch._foreach_add_(denoms, eps)
-        torch._foreach_addcdiv_(device_params, device_ms, denoms, [-lr / (1 - beta1 ** steps[i]) for i in positions])

@@ -1,3 +1,10 @@
+"""CAME: Adafactor-style factored second moments, with a confidence (instability) statistic that scales the
+momentum.
+
+``CAME`` holds the algorithm and the ``step`` loop; ``_update_factored`` is the per-matrix factored step, shared by
+``_single_tensor_came`` (the readable reference) and ``_multi_tensor_came``.
+"""
+
 from __future__ import annotations
 
 import math
@@ -12,6 +19,7 @@ from ._common import (
     check_eps,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
@@ -21,6 +29,7 @@ from ._common import (
 __all__ = ["CAME"]
 
 
+@document_args("maximize", "foreach")
 class CAME(Optimizer):
     r"""CAME: Confidence-guided Adaptive Memory Efficient optimization (Luo et al., 2023, ACL, "CAME:
     Confidence-guided Adaptive Memory Efficient Optimization", arXiv:2307.02047). Semantics of
@@ -74,8 +83,6 @@ class CAME(Optimizer):
         betas: :math:`(\beta_1, \beta_2, \beta_3)` for the update, the squared gradient and the instability
             (default (0.9, 0.999, 0.9999)).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(

@@ -1,3 +1,9 @@
+"""Lookahead: slow weights that move toward the fast weights of any inner optimizer every k steps.
+
+``Lookahead`` wraps an optimizer instance and is itself a ``torch.optim.Optimizer`` (state_dict, param groups and
+hooks included); the slow-weight sync is ``_single_tensor_lookahead_sync`` / ``_multi_tensor_lookahead_sync``.
+"""
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -1,3 +1,9 @@
+"""Yogi: Adam with an additive second-moment update, so v grows or shrinks by at most (1 - beta2) g² per step.
+
+``Yogi`` holds the algorithm and the ``step`` loop; ``_single_tensor_yogi`` is the readable reference update,
+``_multi_tensor_yogi`` the same with ``torch._foreach_*`` kernels.
+"""
+
 from __future__ import annotations
 
 import math
@@ -12,6 +18,7 @@ from ._common import (
     check_eps,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
@@ -21,6 +28,7 @@ from ._common import (
 __all__ = ["Yogi"]
 
 
+@document_args("maximize", "foreach")
 class Yogi(Optimizer):
     r"""Yogi (Zaheer et al., 2018, "Adaptive Methods for Nonconvex Optimization", NeurIPS). Semantics and
     defaults of ``torch-optimizer`` 0.3.0 (``torch_optimizer.Yogi``): both moments (not only :math:`v`) start
@@ -57,8 +65,6 @@ class Yogi(Optimizer):
         eps: :math:`\epsilon` added to the bias-corrected root of :math:`v` (default 1e-3).
         initial_accumulator: :math:`v_{init}`, the starting value of both moments (default 1e-6).
         weight_decay: L2 penalty :math:`\lambda` added to the gradient (default 0).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
