@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 from collections import OrderedDict
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from adamlab.optim import create_optimizer, registry
 
@@ -292,3 +294,149 @@ def test_create_optimizer_builds_from_a_model(info: OptimizerInfo):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+# --- complex parameters (torch's TestOptimRenewed.test_complex) ----------------------------------------------------
+
+
+def make_complex_params(seed=0):
+    """Complex params with grads (the shared shapes, zero-size included) and their real-pair twins."""
+    gen = torch.Generator().manual_seed(seed)
+    complex_params = [torch.randn(shape, generator=gen, dtype=torch.complex128).requires_grad_() for shape in SHAPES]
+    real_params = [torch.view_as_real(p.detach()).clone().requires_grad_() for p in complex_params]
+    return complex_params, real_params
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+@pytest.mark.parametrize("foreach", [False, True])
+def test_complex_params_step_as_their_real_pairs(info: OptimizerInfo, hparams, foreach):
+    """A complex parameter steps exactly as the same numbers viewed as real pairs, as in torch.optim."""
+    require(info, "supports_complex", *(["supports_foreach"] if foreach else []))
+    complex_params, real_params = make_complex_params()
+    on_complex = info.build(complex_params, foreach=foreach, **hparams)
+    on_real = info.build(real_params, foreach=foreach, **hparams)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(10):
+        for c, r in zip(complex_params, real_params):
+            c.grad = torch.randn(c.shape, generator=gen, dtype=torch.complex128)
+            r.grad = torch.view_as_real(c.grad).clone()
+        on_complex.step()
+        on_real.step()
+    for c, r in zip(complex_params, real_params):
+        assert torch.equal(torch.view_as_real(c.detach()), r.detach())
+    complex_state = [torch.view_as_real(t) if t.is_complex() else t for t in state_tensors(on_complex)]
+    for a, b in zip(complex_state, state_tensors(on_real), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_complex_params_are_rejected_at_construction(info: OptimizerInfo):
+    if info.supports_complex:
+        pytest.skip(f"{info.name} steps complex params")
+    complex_params, _ = make_complex_params()
+    with pytest.raises(ValueError, match="does not support complex parameters"):
+        info.build(complex_params, **info.hparam_sets[0])
+
+
+# --- generic checks ported from torch's TestOptimRenewed and kozistr/pytorch_optimizer's suite --------------------
+
+
+def public_attributes(optimizer):
+    return sorted(name for name in vars(optimizer) if not name.startswith("_"))
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copies_keep_configuration_and_step_alike(info: OptimizerInfo, hparams, how):
+    """torch's test_deepcopy_copies_all_public_attrs, and the copy takes the same steps as the original."""
+    params = make_params()
+    optimizer = info.build(params, **hparams)
+    run(optimizer, params, 3)
+    if how == "deepcopy":
+        copy_params, copied = copy.deepcopy((params, optimizer))
+    else:
+        copy_params, copied = pickle.loads(pickle.dumps((params, optimizer)))
+    assert public_attributes(copied) == public_attributes(optimizer)
+    run(optimizer, params, 3, start=3)
+    run(copied, copy_params, 3, start=3)
+    for a, b in zip(params, copy_params):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_step_hooks_fire_once_per_step(info: OptimizerInfo):
+    """torch's test_step_all_hooks: global and per-optimizer pre/post hooks, once each per step()."""
+    params = make_params()
+    optimizer = info.build(params, **info.hparam_sets[0])
+    calls = []
+    handles = [
+        register_optimizer_step_pre_hook(lambda opt, args, kwargs: calls.append("global pre")),
+        register_optimizer_step_post_hook(lambda opt, args, kwargs: calls.append("global post")),
+        optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre")),
+        optimizer.register_step_post_hook(lambda opt, args, kwargs: calls.append("post")),
+    ]
+    try:
+        run(optimizer, params, 2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == ["global pre", "pre", "post", "global post"] * 2
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_state_dict_loads_with_weights_only(info: OptimizerInfo, tmp_path):
+    """A saved state_dict loads with torch.load(weights_only=True) (nothing unpickled as code) and resumes exactly."""
+    straight_params = make_params()
+    straight = info.build(straight_params, **info.hparam_sets[-1])
+    run(straight, straight_params, 6)
+
+    first_params = make_params()
+    first = info.build(first_params, **info.hparam_sets[-1])
+    run(first, first_params, 3)
+    torch.save(first.state_dict(), tmp_path / "optimizer.pt")
+    resumed_params = clone(first_params)
+    resumed = info.build(resumed_params, **info.hparam_sets[-1])
+    resumed.load_state_dict(torch.load(tmp_path / "optimizer.pt", weights_only=True))
+    run(resumed, resumed_params, 3, start=3)
+    for a, b in zip(straight_params, resumed_params):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_step_without_gradients_changes_nothing(info: OptimizerInfo):
+    """torch's test_step_is_noop_when_params_have_no_grad: no state, params untouched."""
+    params = make_params()
+    before = clone(params)
+    optimizer = info.build(params, **info.hparam_sets[0])
+    optimizer.step()
+    assert not optimizer.state
+    for a, b in zip(params, before):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_add_param_group_then_step(info: OptimizerInfo):
+    """A group added after some steps takes its own lr and leaves the first group's trajectory alone."""
+    params, alone_params = make_params(), make_params()
+    hparams = info.hparam_sets[0]
+    optimizer, alone = info.build(params, **hparams), info.build(alone_params, **hparams)
+    run(optimizer, params, 3)
+    run(alone, alone_params, 3)
+    late = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    optimizer.add_param_group({"params": [late], "lr": 1e-2})
+    for step in range(3, 6):
+        set_grads(params, step)
+        set_grads(alone_params, step)
+        late.grad = torch.ones(5, dtype=torch.float64)
+        optimizer.step()
+        alone.step()
+    assert optimizer.param_groups[-1]["lr"] == 1e-2
+    assert (late < 0).all(), "the added parameter moves against its positive gradient"
+    for a, b in zip(params, alone_params):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("info", OPTIMIZER_INFOS, ids=repr)
+def test_can_be_printed(info: OptimizerInfo):
+    optimizer = info.build(make_params(), **info.hparam_sets[0])
+    assert type(optimizer).__name__ in repr(optimizer)

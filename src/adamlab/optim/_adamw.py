@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import as_real, group_by_device_and_dtype
+from ._common import group_by_device_and_dtype, real_views
 
 __all__ = ["multi_tensor_adamw", "single_tensor_adamw"]
 
@@ -42,9 +42,9 @@ def single_tensor_adamw(
     Gradients are cast to the state's dtype first (the state may be wider than a bf16 parameter); complex
     parameters step as real pairs."""
     squares = grad_squares if grad_squares is not None else [None] * len(params)
+    grads = [grad.to(exp_avg.dtype) for grad, exp_avg in zip(grads, exp_avgs)]
+    params, grads, exp_avgs, exp_avg_sqs = real_views(params, grads, exp_avgs, exp_avg_sqs)
     for param, grad, exp_avg, exp_avg_sq, square, step in zip(params, grads, exp_avgs, exp_avg_sqs, squares, steps):
-        param, grad = as_real(param), as_real(grad.to(exp_avg.dtype))
-        exp_avg, exp_avg_sq = as_real(exp_avg), as_real(exp_avg_sq)
         if maximize:
             grad = -grad
         if weight_decay != 0:
@@ -80,10 +80,7 @@ def multi_tensor_adamw(
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = device_lists[:4]
         device_steps = [steps[i] for i in positions]
         # foreach kernels take one dtype per call: gradients join the state's (wider with LDAdamW's state_dtype)
-        device_grads = [as_real(g.to(m.dtype)) for g, m in zip(device_grads, device_exp_avgs)]
-        device_params, device_exp_avgs, device_exp_avg_sqs = (
-            [as_real(t) for t in tensors] for tensors in (device_params, device_exp_avgs, device_exp_avg_sqs)
-        )
+        device_grads = [g.to(m.dtype) for g, m in zip(device_grads, device_exp_avgs)]
         if maximize:
             device_grads = torch._foreach_neg(device_grads)
         if weight_decay != 0:

@@ -82,6 +82,11 @@ def as_real(tensor: Tensor) -> Tensor:
     return torch.view_as_real(tensor) if torch.is_complex(tensor) else tensor
 
 
+def real_views(*tensorlists: list[Tensor]) -> list[list[Tensor]]:
+    """Each list with its complex tensors as real views: the first line of every single-tensor update."""
+    return [[as_real(t) for t in tensors] for tensors in tensorlists]
+
+
 def reject_complex(params: Iterable[Tensor], optimizer_name: str, reason: str) -> None:
     """For algorithms whose update depends on a tensor's shape (factored or blocked statistics, projections):
     a complex parameter has no agreed meaning there, so it fails when its group is added, not with wrong numbers."""
@@ -131,10 +136,11 @@ def group_by_device_and_dtype(tensorlists: list[list[Tensor]]) -> Iterator[tuple
     on CPU also into cache-sized runs of whole tensors.
 
     Yields the split lists and the original positions of their entries, so per-parameter Python values
-    (step counters, bias corrections) can be picked out for each split."""
+    (step counters, bias corrections) can be picked out for each split. Complex tensors come out as their real
+    views, as torch.optim's foreach paths take them right after grouping."""
     grouped = Optimizer._group_tensors_by_device_and_dtype(tensorlists, with_indices=True)
     for (device, _), (split_lists, positions) in grouped.items():
-        split_lists, positions = [list(t) for t in split_lists], list(positions)
+        split_lists, positions = real_views(*split_lists), list(positions)
         if device is None or device.type != "cpu":
             yield split_lists, positions
             continue

@@ -22,6 +22,7 @@ from ._common import (
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
@@ -210,6 +211,9 @@ def _single_tensor_adabelief(
     degenerated_to_sgd: bool,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_vars, max_exp_avg_vars = real_views(
+        params, grads, exp_avgs, exp_avg_vars, max_exp_avg_vars
+    )
     for i, (param, grad, exp_avg, exp_avg_var, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_vars, steps)):
         if maximize:
             grad = -grad

@@ -22,6 +22,7 @@ from ._common import (
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
@@ -205,6 +206,9 @@ def _single_tensor_adabound(
     amsbound: bool,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = real_views(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs
+    )
     for i, (param, grad, exp_avg, exp_avg_sq, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
         if maximize:
             grad = -grad

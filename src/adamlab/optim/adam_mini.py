@@ -26,6 +26,7 @@ from ._common import (
     check_positive_int,
     document_args,
     evaluate_closure,
+    reject_complex,
     use_foreach,
 )
 
@@ -40,6 +41,12 @@ PARTITIONS = ("official", "lora")
 LORA_FACTOR_NAMES = ("lora_a", "lora_b", "lora_embedding_a", "lora_embedding_b")
 # Lower-cased names containing any of these are not decayed (as in adam-mini 1.1.1, "ln" included).
 NO_DECAY_NAMES = ("norm", "ln", "bias")
+
+
+# Set in __init__ and needed by step(), beyond what torch.optim pickles (defaults, state, param_groups).
+_CONFIGURATION = ("dim", "n_heads", "n_kv_heads", "head_numel", "world_size", "adam_block_names", "wqk_names",
+                  "embd_names", "output_names", "wv_names", "mlp_names", "attn_proj_names", "lora_names",
+                  "_routed_sets", "_shared_numel")
 
 
 @dataclass(frozen=True)
@@ -185,14 +192,7 @@ class AdamMini(Optimizer):
         self.attn_proj_names = {"o_proj", "wo", "attn.proj"}
         self.lora_names = set(LORA_FACTOR_NAMES)
 
-        groups, named = [], False
-        for index, (name, param, overrides) in enumerate(_named_entries(named_parameters)):
-            if not param.requires_grad:
-                continue
-            named = named or name is not None
-            name = f"#{index}" if name is None else name.lower()
-            decay = 0.0 if any(s in name for s in NO_DECAY_NAMES) else overrides.get("weight_decay", weight_decay)
-            groups.append({**overrides, "params": [param], "name": name, "weight_decay": decay})
+        groups, named = _parameter_groups(named_parameters, weight_decay)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -206,6 +206,23 @@ class AdamMini(Optimizer):
         self._route()
         if verbose:
             self._log_partition(warn_unmatched=named)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add parameters as the constructor takes them: ``params`` holds ``(name, tensor)`` pairs or tensors, the
+        other keys override the defaults. Each parameter becomes its own group and is routed to its rule at once."""
+        if "name" not in param_group:
+            groups, _ = _parameter_groups([param_group], self.defaults["weight_decay"], start=len(self.param_groups))
+            for group in groups:
+                self.add_param_group(group)
+            return
+        super().add_param_group(param_group)  # one parameter's group, with its name
+        if hasattr(self, "_routed_sets"):  # added after construction; the constructor routes all groups at once
+            self._route()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim keeps only defaults, state and param_groups: copy.deepcopy and pickle would drop the
+        # configuration the next step() needs.
+        return {**super().__getstate__(), **{name: getattr(self, name) for name in _CONFIGURATION}}
 
     @classmethod
     def from_model(cls, model: nn.Module, **hparams: Any) -> AdamMini:
@@ -394,6 +411,21 @@ class AdamMini(Optimizer):
 
 def _match(name: str, substrings: Iterable[str]) -> str | None:
     return next((s for s in sorted(substrings) if s in name), None)
+
+
+def _parameter_groups(named_parameters, weight_decay: float, start: int = 0) -> tuple[list[dict[str, Any]], bool]:
+    """One group per trainable parameter (its ``name`` lower-cased, no weight decay for the no-decay names), and
+    whether any parameter came with a name. Unnamed tensors are named ``#<index>``, counted from ``start``."""
+    groups, named = [], False
+    for index, (name, param, overrides) in enumerate(_named_entries(named_parameters), start=start):
+        if not param.requires_grad:
+            continue
+        named = named or name is not None
+        name = f"#{index}" if name is None else name.lower()
+        reject_complex([param], "AdamMini", f"the blocks of {name} (heads, rows) are laid out over real entries")
+        decay = 0.0 if any(s in name for s in NO_DECAY_NAMES) else overrides.get("weight_decay", weight_decay)
+        groups.append({**overrides, "params": [param], "name": name, "weight_decay": decay})
+    return groups, named
 
 
 def _named_entries(named_parameters) -> Iterator[tuple[str | None, Tensor, dict[str, Any]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,6 +24,7 @@ from ._common import (
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    reject_complex,
     use_foreach,
 )
 
@@ -115,6 +117,15 @@ class CAME(Optimizer):
             foreach=foreach,
         )
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        try:
+            reject_complex(self.param_groups[-1]["params"], "CAME",
+                           "its row and column statistics are defined for real matrices")
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

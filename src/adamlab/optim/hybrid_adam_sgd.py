@@ -25,6 +25,7 @@ from ._common import (
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
@@ -302,6 +303,9 @@ def _single_tensor_hybrid_adam_sgd(
     maximize: bool,
     branch_norms: tuple[list[Tensor], list[Tensor]] | None,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_sqs, momentum_bufs = real_views(
+        params, grads, exp_avgs, exp_avg_sqs, momentum_bufs
+    )
     scalars = _step_scalars(
         steps,
         beta1=beta1,

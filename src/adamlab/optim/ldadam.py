@@ -29,6 +29,7 @@ from ._common import (
     document_args,
     evaluate_closure,
     params_with_grad,
+    reject_complex,
     use_foreach,
 )
 
@@ -402,6 +403,8 @@ def _state_elements(m: int, n: int, rank: int) -> int:
 
 
 def _check_lowrank_shape(p: Tensor, rank: int, proj_type: str, *, warn: bool) -> None:
+    reject_complex([p], "LDAdamW with enable_lowrank=True", "the projection and its QR/SVD are those of real matrices "
+                   "(complex parameters train in groups with enable_lowrank=False)")
     if p.dim() != 2:
         raise ValueError(
             f"LDAdamW: a parameter of shape {tuple(p.shape)} is in a group with enable_lowrank=True, which takes 2-D "

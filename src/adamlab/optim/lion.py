@@ -20,6 +20,7 @@ from ._common import (
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
@@ -113,6 +114,7 @@ def _single_tensor_lion(
     weight_decay: float,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs = real_views(params, grads, exp_avgs)
     for param, grad, exp_avg in zip(params, grads, exp_avgs):
         if maximize:
             grad = -grad

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_positive_int, group_by_device_and_dtype, use_foreach
+from ._common import check_positive_int, group_by_device_and_dtype, real_views, use_foreach
 
 __all__ = ["Lookahead"]
 
@@ -47,6 +47,9 @@ class Lookahead(Optimizer):
       weights, with a gradient this step or not (``pytorch_optimizer`` syncs only those with a gradient).
     * :math:`\alpha = 1` returns the inner optimizer exactly; :math:`\alpha = 0` resets the fast weights every k
       steps.
+
+    Step hooks: the global ones (``torch.optim.optimizer.register_optimizer_step_pre_hook`` / ``_post_hook``) fire
+    once per step, for the Lookahead; the inner optimizer's own hooks fire around its step as usual.
 
     ``param_groups`` is the inner optimizer's list, so LR schedulers built on the Lookahead drive the inner
     optimizer, and ``defaults`` are the inner optimizer's plus ``lookahead_k``, ``lookahead_alpha`` and
@@ -116,7 +119,7 @@ class Lookahead(Optimizer):
             for p in group["params"]
             if p not in self.state and (p.grad is not None or (closure is not None and p.requires_grad))
         }
-        loss = self.optimizer.step(closure)
+        loss = _step_without_global_hooks(self.optimizer, closure)
         for p, slow in joining.items():
             if p.grad is not None:
                 self.state[p]["slow_param"] = slow
@@ -139,7 +142,26 @@ class Lookahead(Optimizer):
         sync(fast, slow, alpha=self.defaults["lookahead_alpha"])
 
 
+def _step_without_global_hooks(optimizer: Optimizer, closure: Callable[[], float] | None) -> float | None:
+    """``optimizer.step(closure)`` with the optimizer's own step hooks but not the global ones, which fire for the
+    Lookahead's step already. torch has no switch for this, so its step wrapper's hook loop is repeated here; an
+    ``optimizer.step`` replaced on the instance (not the class) is bypassed."""
+    step = getattr(type(optimizer).step, "__wrapped__", None)
+    if step is None:  # a class whose step torch has not wrapped with hooks
+        return optimizer.step(closure)
+    args, kwargs = (optimizer, closure), {}
+    for pre_hook in list(optimizer._optimizer_step_pre_hooks.values()):
+        result = pre_hook(optimizer, args, kwargs)
+        if result is not None:
+            args, kwargs = result
+    loss = step(*args, **kwargs)
+    for post_hook in list(optimizer._optimizer_step_post_hooks.values()):
+        post_hook(optimizer, args, kwargs)
+    return loss
+
+
 def _single_tensor_lookahead_sync(fast: list[Tensor], slow: list[Tensor], *, alpha: float) -> None:
+    fast, slow = real_views(fast, slow)
     for fast_param, slow_param in zip(fast, slow):
         slow_param.lerp_(fast_param, alpha)
         fast_param.copy_(slow_param)

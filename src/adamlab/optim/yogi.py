@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ._common import (
+    as_real,
     check_betas,
     check_eps,
     check_lr,
@@ -22,6 +23,7 @@ from ._common import (
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
@@ -105,8 +107,10 @@ class Yogi(Optimizer):
                 if not state:
                     state["step"] = 0
                     fill = group["initial_accumulator"]
-                    state["exp_avg"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
+                    # filled through the real view: both parts of a complex entry start at the accumulator
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        state[key] = torch.empty_like(p, memory_format=torch.preserve_format)
+                        as_real(state[key]).fill_(fill)
                 state["step"] += 1
                 params.append(p)
                 grads.append(grad)
@@ -155,6 +159,7 @@ def _single_tensor_yogi(
     weight_decay: float,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_sqs = real_views(params, grads, exp_avgs, exp_avg_sqs)
     for param, grad, exp_avg, exp_avg_sq, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         if maximize:
             grad = -grad
