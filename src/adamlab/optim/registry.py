@@ -49,6 +49,8 @@ class OptimizerSpec:
     # Builds the optimizer from a model when it needs more than parameters (names, its own groups); the default
     # policy is ``param_groups``.
     from_model: Callable[..., Optimizer] | None = None
+    # Hyperparameters set unless given (unlike ``fixed``): the Hugging Face Trainer's choices for its optim= name.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def installed(self) -> bool:
@@ -69,8 +71,10 @@ class OptimizerSpec:
         return getattr(module, class_name)
 
 
-def _spec(name, summary, source, target, fixed=None, extra=None, aliases=(), from_model=None) -> OptimizerSpec:
-    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model)
+def _spec(name, summary, source, target, fixed=None, extra=None, aliases=(), from_model=None,
+          defaults=None) -> OptimizerSpec:
+    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model,
+                         defaults=defaults or {})
 
 
 _SPECS = [
@@ -114,6 +118,20 @@ _SPECS = [
           "bitsandbytes.optim:AdamW8bit", extra="bnb", aliases=["adamw_bnb_8bit"]),
     _spec("paged_adamw_8bit", "8-bit AdamW with states paged to CPU memory under pressure", "bitsandbytes",
           "bitsandbytes.optim:PagedAdamW8bit", extra="bnb"),
+    _spec("adam_8bit", "Adam (L2 weight decay) with 8-bit block-wise quantized states", "bitsandbytes",
+          "bitsandbytes.optim:Adam8bit", extra="bnb"),
+    _spec("paged_adamw_32bit", "AdamW with 32-bit states paged to CPU memory under pressure (QLoRA's optimizer)",
+          "bitsandbytes", "bitsandbytes.optim:PagedAdamW32bit", extra="bnb"),
+    # transformers' Adafactor (T5, PaLM): relative_step=True is its lr-free mode (no lr; warmup_init to ramp up),
+    # beta1 adds first-moment momentum. The defaults are the HF Trainer's optim="adafactor": an explicit lr.
+    _spec("adafactor_hf", "Adafactor as transformers ships it: lr-free relative_step mode, optional beta1 momentum",
+          "transformers", "transformers.optimization:Adafactor",
+          defaults={"relative_step": False, "scale_parameter": False, "warmup_init": False}),
+    # Baselines of the Adam-mini paper, from pytorch-optimizer.
+    _spec("lamb", "LAMB: Adam with a layer-wise trust ratio (You et al. 2020)", "pytorch_optimizer",
+          "pytorch_optimizer:Lamb", extra="baselines"),
+    _spec("sm3", "SM3: second moments kept as cover-set maxima (Anil et al. 2019)", "pytorch_optimizer",
+          "pytorch_optimizer:SM3", extra="baselines"),
 ]
 
 REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
@@ -145,9 +163,8 @@ def accepted_hparams(cls: type[Optimizer]) -> list[str]:
 
 
 def _check_hparams(name: str, cls: type[Optimizer], hparams: dict[str, Any]) -> None:
-    signature = inspect.signature(cls.__init__)
-    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
-        return  # the class takes **kwargs and validates them itself
+    # Checked against the named parameters even when the class also takes **kwargs: pytorch-optimizer's classes
+    # swallow unknown keywords, so a typo would otherwise train with the default.
     valid = accepted_hparams(cls)
     for key in hparams:
         if key not in valid:
@@ -223,7 +240,7 @@ def create_optimizer(
     clashing = sorted(set(hparams) & set(spec.fixed))
     if clashing:
         raise ValueError(f"optimizer {key!r} fixes {', '.join(f'{k}={spec.fixed[k]!r}' for k in clashing)}")
-    hparams = {**hparams, **spec.fixed}
+    hparams = {**spec.defaults, **hparams, **spec.fixed}
     _check_hparams(key, cls, hparams)
     _check_common_hparams(hparams)
 
