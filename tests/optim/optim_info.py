@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from adamlab.optim import CAME, AdaBelief, AdaBound, AdamMini, HybridAdamSGD, LDAdamW, Lion, Lookahead, Yogi
+from adamlab.optim import CAME, AdaBelief, AdaBound, AdamMini, HybridAdamSGD, LDAdamW, Lion, Lookahead, Switch, Yogi
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class OptimizerInfo:
     supports_float64: bool = True  # float64 params, which the parity and foreach tests run in
     supports_bf16: bool = True  # bf16 params, stepping with state in the param's dtype
     builds_from_model: bool = False  # create_optimizer(name, model) goes through the class's from_model
+    registry_hparams: dict[str, Any] = field(default_factory=dict)  # what create_optimizer(name, model) needs
 
     def __repr__(self) -> str:  # readable pytest ids
         return self.name
@@ -467,6 +468,7 @@ LDADAM = OptimizerInfo(
     # params: test_ldadam.py checks them.
     supports_complex=False,
     builds_from_model=True,
+    registry_hparams=dict(rank=2),
 )
 
 
@@ -543,6 +545,40 @@ ADAM_MINI = OptimizerInfo(
 )
 
 
+# --- Switch -------------------------------------------------------------------------------------------------
+
+
+def _switch(params, milestones=(3, 7), carry=True, foreach=None, fused=None, **hparams):
+    """Adam, then AdamW (which takes Adam's state over), then Lion (a fresh state); fused= goes to the Switch."""
+    params = list(params)
+    # each phase gets its own copies of group dicts: torch.optim writes its defaults into the dicts it is given
+    phases = [cls([dict(p) if isinstance(p, dict) else p for p in params], foreach=foreach, **hparams)
+              for cls in (torch.optim.Adam, torch.optim.AdamW, Lion)]
+    own = {} if fused is None else {"fused": fused}
+    return Switch(phases, milestones, carry=carry, **own)
+
+
+SWITCH = OptimizerInfo(
+    name="switch",
+    build=_switch,
+    hparam_sets=[
+        dict(lr=1e-2),
+        dict(lr=1e-3, weight_decay=0.1, milestones=(1, 12)),
+        dict(lr=1e-3, milestones=(5, 6), carry=False),
+    ],
+    invalid=[
+        (dict(milestones=(3,)), "milestones"),
+        (dict(milestones=(3, 3)), "milestones"),
+        (dict(milestones=(0, 3)), "milestone"),
+        (dict(milestones=(2.0, 3)), "milestone"),
+        (dict(carry=1), "carry"),
+    ],
+    # Adam and AdamW for 200 steps, then Lion's limit cycle of a few lr around the minimum.
+    rosenbrock=dict(hparams=dict(lr=1e-3, milestones=(100, 200)), steps=4000, tol=3e-2),
+    registry_hparams=dict(phases=[dict(name="sgd", momentum=0.9), dict(name="adamw")], milestones=[5]),
+)
+
+
 # --- the table: every optimizer adamlab implements, in the README's order -----------------------------------------
 
 OPTIMIZER_INFOS: list[OptimizerInfo] = [
@@ -555,4 +591,5 @@ OPTIMIZER_INFOS: list[OptimizerInfo] = [
     LDADAM,
     ADAM_MINI,
     LOOKAHEAD,
+    SWITCH,
 ]

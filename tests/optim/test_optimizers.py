@@ -70,13 +70,27 @@ def reference_cases():
 
 
 def state_tensors(optimizer):
-    """Every tensor in the optimizer state, in a stable order, for exact comparisons."""
+    """Every tensor in the optimizer state (wrapped optimizers' included), in a stable order, for exact
+    comparisons."""
+    return _state_dict_tensors(optimizer.state_dict())
+
+
+def params_with_state(state_dict):
+    """Indices of the params with state, in the optimizer's state dict or a wrapped optimizer's."""
+    return set(state_dict["state"]).union(*(params_with_state(inner) for inner in _nested(state_dict)))
+
+
+def _nested(state_dict):
+    return state_dict.get("phases", []) + ([state_dict["inner_optimizer"]] if "inner_optimizer" in state_dict else [])
+
+
+def _state_dict_tensors(state_dict):
     out = []
-    for state in optimizer.state_dict()["state"].values():
+    for state in state_dict["state"].values():
         for key in sorted(state):
             if isinstance(state[key], torch.Tensor):
                 out.append(state[key])
-    return out
+    return out + [tensor for inner in _nested(state_dict) for tensor in _state_dict_tensors(inner)]
 
 
 @pytest.mark.parametrize("info,hparams", cases())
@@ -91,7 +105,7 @@ def test_foreach_matches_single_tensor(info: OptimizerInfo, hparams):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     for a, b in zip(state_tensors(single), state_tensors(multi)):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    assert params_single[-1].grad is None and len(single.state) == len(SHAPES)
+    assert params_single[-1].grad is None and params_with_state(single.state_dict()) == set(range(len(SHAPES)))
 
 
 @pytest.mark.parametrize("info,ref,hparams", reference_cases())
@@ -281,10 +295,9 @@ def test_create_optimizer_builds_from_a_model(info: OptimizerInfo):
     # "mlp" is a target of LDAdam's low-rank groups and of Adam-mini's per-row rule
     layers = OrderedDict(mlp=torch.nn.Linear(8, 8), act=torch.nn.ReLU(), head=torch.nn.Linear(8, 2))
     model = torch.nn.Sequential(layers).double()
-    spec = registry.REGISTRY.get(info.name)
+    spec = registry.REGISTRY.get(info.name)  # None for the wrappers (lookahead, switch)
     assert (spec is not None and spec.from_model is not None) == info.builds_from_model
-    hparams = {"rank": 2} if info.name == "ldadam" else {}
-    optimizer = create_optimizer(info.name, model, lr=1e-2, **hparams)
+    optimizer = create_optimizer(info.name, model, lr=1e-2, **info.registry_hparams)
     x, y = torch.randn(32, 8, dtype=torch.float64), torch.randint(0, 2, (32,))
     losses = []
     for _ in range(20):

@@ -41,6 +41,8 @@ def test_every_available_name_builds_and_steps_on_a_model(name):
     model = TinyModel()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     hparams = {"estimate": step_size_estimate(model)} if name == "adam_dds" else {"lr": 1e-2}
+    if name == "switch":
+        hparams.update(phases=[{"name": "sgd", "momentum": 0.9}, {"name": "adamw"}], milestones=[2])
     optimizer = create_optimizer(name, model, **hparams)
     if hasattr(optimizer, "train"):  # schedule-free optimizers must be put in train mode
         optimizer.train()

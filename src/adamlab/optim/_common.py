@@ -150,3 +150,22 @@ def group_by_device_and_dtype(tensorlists: list[list[Tensor]]) -> Iterator[tuple
             if elements >= CPU_RUN_ELEMENTS or end == len(positions):
                 yield [t[start:end] for t in split_lists], positions[start:end]
                 start, elements = end, 0
+
+
+def step_without_global_hooks(optimizer: Optimizer, closure: Callable[[], float] | None) -> float | None:
+    """``optimizer.step(closure)`` with the optimizer's own step hooks but not the global ones, for wrappers that step
+    an inner optimizer (Lookahead, Switch): the wrapper's own step fires the global hooks, once. torch has no
+    option for this, so its step wrapper's hook loop is repeated here; an ``optimizer.step`` replaced on the
+    instance (not the class) is bypassed."""
+    step = getattr(type(optimizer).step, "__wrapped__", None)
+    if step is None:  # a class whose step torch has not wrapped with hooks
+        return optimizer.step(closure)
+    args, kwargs = (optimizer, closure), {}
+    for pre_hook in list(optimizer._optimizer_step_pre_hooks.values()):
+        result = pre_hook(optimizer, args, kwargs)
+        if result is not None:
+            args, kwargs = result
+    loss = step(*args, **kwargs)
+    for post_hook in list(optimizer._optimizer_step_post_hooks.values()):
+        post_hook(optimizer, args, kwargs)
+    return loss

@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_positive_int, group_by_device_and_dtype, real_views, use_foreach
+from ._common import (
+    check_positive_int,
+    group_by_device_and_dtype,
+    real_views,
+    step_without_global_hooks,
+    use_foreach,
+)
 
 __all__ = ["Lookahead"]
 
@@ -119,7 +125,7 @@ class Lookahead(Optimizer):
             for p in group["params"]
             if p not in self.state and (p.grad is not None or (closure is not None and p.requires_grad))
         }
-        loss = _step_without_global_hooks(self.optimizer, closure)
+        loss = step_without_global_hooks(self.optimizer, closure)
         for p, slow in joining.items():
             if p.grad is not None:
                 self.state[p]["slow_param"] = slow
@@ -140,24 +146,6 @@ class Lookahead(Optimizer):
         multi_tensor = use_foreach({"foreach": self.defaults["lookahead_foreach"]}, fast)
         sync = _multi_tensor_lookahead_sync if multi_tensor else _single_tensor_lookahead_sync
         sync(fast, slow, alpha=self.defaults["lookahead_alpha"])
-
-
-def _step_without_global_hooks(optimizer: Optimizer, closure: Callable[[], float] | None) -> float | None:
-    """``optimizer.step(closure)`` with the optimizer's own step hooks but not the global ones, which fire for the
-    Lookahead's step already. torch has no switch for this, so its step wrapper's hook loop is repeated here; an
-    ``optimizer.step`` replaced on the instance (not the class) is bypassed."""
-    step = getattr(type(optimizer).step, "__wrapped__", None)
-    if step is None:  # a class whose step torch has not wrapped with hooks
-        return optimizer.step(closure)
-    args, kwargs = (optimizer, closure), {}
-    for pre_hook in list(optimizer._optimizer_step_pre_hooks.values()):
-        result = pre_hook(optimizer, args, kwargs)
-        if result is not None:
-            args, kwargs = result
-    loss = step(*args, **kwargs)
-    for post_hook in list(optimizer._optimizer_step_post_hooks.values()):
-        post_hook(optimizer, args, kwargs)
-    return loss
 
 
 def _single_tensor_lookahead_sync(fast: list[Tensor], slow: list[Tensor], *, alpha: float) -> None:

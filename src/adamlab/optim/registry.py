@@ -30,6 +30,7 @@ from .hybrid_adam_sgd import HybridAdamSGD
 from .ldadam import LDAdamW
 from .lion import Lion
 from .lookahead import Lookahead
+from .switch import Switch
 from .yogi import Yogi
 
 
@@ -137,25 +138,27 @@ _SPECS = [
 REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
 LOOKAHEAD_HPARAMS = ("k", "alpha")
+# Names that build other registered optimizers and wrap them.
+WRAPPERS = ("lookahead", "switch")
 
 
 def available_optimizers(installed_only: bool = True) -> list[str]:
-    """Registered names (plus ``lookahead``, which wraps any of them); by default only those whose package is
+    """Registered names (plus the wrappers ``lookahead`` and ``switch``); by default only those whose package is
     installed."""
     names = [name for name, spec in REGISTRY.items() if spec.installed or not installed_only]
-    return sorted(names + ["lookahead"])
+    return sorted(names + list(WRAPPERS))
 
 
 def resolve_name(name: str) -> str:
     """The canonical registry name for ``name`` or an alias of it; ``ValueError`` listing close matches."""
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
-    if key in REGISTRY or key == "lookahead":
+    if key in REGISTRY or key in WRAPPERS:
         return key
-    known = sorted([*REGISTRY, *ALIASES, "lookahead"])
+    known = sorted([*REGISTRY, *ALIASES, *WRAPPERS])
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"Unknown optimizer {name!r}.{hint} Valid names: {', '.join(sorted([*REGISTRY, 'lookahead']))}")
+    raise ValueError(f"Unknown optimizer {name!r}.{hint} Valid names: {', '.join(sorted([*REGISTRY, *WRAPPERS]))}")
 
 
 def accepted_hparams(cls: type[Optimizer]) -> list[str]:
@@ -228,6 +231,8 @@ def create_optimizer(
     default ``"adam"``), ``k`` and ``alpha``; its other hyperparameters go to the base optimizer.
     """
     key = resolve_name(name)
+    if key == "switch":
+        return _create_switch(params_or_model, no_decay, **hparams)
     if key == "lookahead":
         base = hparams.pop("base", "adam")
         if resolve_name(base) == "lookahead":
@@ -255,3 +260,28 @@ def create_optimizer(
             weight_decay = hparams.pop("weight_decay", decay_param.default)
             params = param_groups(params_or_model, weight_decay, no_decay)
     return cls(params, **hparams)
+
+
+def _create_switch(params_or_model, no_decay, *, phases=None, milestones=(), carry=True, **shared) -> Switch:
+    """``switch``: ``phases`` lists each optimizer as ``{"name": <registry name>, **hyperparameters}``, built like
+    ``create_optimizer`` with the shared hyperparameters (``lr``, ``weight_decay``, ...) overridden by its own (a
+    phase's ``None`` drops a shared one: ``{"name": "adafactor_hf", "lr": None, "relative_step": True}``);
+    ``milestones`` are the steps at which each next phase takes over."""
+    if (not isinstance(phases, (list, tuple)) or len(phases) < 2
+            or not all(isinstance(phase, dict) and isinstance(phase.get("name"), str) for phase in phases)):
+        raise ValueError("switch needs phases=[{'name': 'sgd', ...}, {'name': 'adamw', ...}] (two or more, each "
+                         f"with a registry name) and milestones=[step, ...]; got phases={phases!r}")
+    if not isinstance(params_or_model, nn.Module):
+        params_or_model = list(params_or_model)  # every phase goes through it
+    optimizers = []
+    for phase in phases:
+        hparams = {key: value for key, value in {**shared, **phase}.items() if value is not None}
+        name = hparams.pop("name")
+        if resolve_name(name) == "switch":
+            raise ValueError("a switch phase cannot be a switch")
+        # fresh copies of param-group dicts for each phase: torch.optim writes its defaults into the dicts it gets
+        params = params_or_model if isinstance(params_or_model, nn.Module) else [
+            dict(item) if isinstance(item, dict) else item for item in params_or_model
+        ]
+        optimizers.append(create_optimizer(name, params, no_decay=no_decay, **hparams))
+    return Switch(optimizers, list(milestones), carry=carry)
