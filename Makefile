@@ -35,7 +35,7 @@ browser:
 # The main job: the bundled demo study (MiniLM + LoRA on AG News, six optimizer arms), then its report.
 # Interrupted, it continues where it stopped when run again.
 demo: $(STAMP)
-	$(BIN)/adamlab sweep studies/demo.yaml --out studies/runs/demo
+	$(BIN)/adamlab sweep demo --out studies/runs/demo
 	$(BIN)/adamlab report studies/runs/demo
 
 bench: $(STAMP)

@@ -45,7 +45,7 @@ def _print_tables(report) -> None:
 
 @app.command()
 def sweep(
-    study: Annotated[Path, typer.Argument(help="the study spec (YAML)")],
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
     out: Annotated[Path | None, typer.Option(help="study folder (default: studies/runs/<name>)")] = None,
     executor: Annotated[str, typer.Option(
         help="where trials run: local (this machine: one at a time, or one per GPU) or ray (a Ray cluster)")] = "local",
@@ -135,7 +135,9 @@ def report(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
 
 
 @app.command()
-def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")]) -> None:
+def validate(
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
+) -> None:
     """Check a study spec and every trial it expands to, without running anything."""
     from ..studies import default_study_dir, expand_trials, load_spec
 
