@@ -190,3 +190,15 @@ def test_spec_file_gives_the_same_settings_and_errors_name_the_line(tmp_path):
     spec.write_text("mode: recommend\nmodel: tiny-llama\ntask: squad\nsteps: 27\n")
     with pytest.raises(ValueError, match="line 3: .*answer choices"):
         load_recommend_spec(spec, tmp_path / "out")
+
+
+def test_suggested_centres_come_from_the_resolver_on_the_training_side(tmp_path):
+    settings = tiny_settings(tmp_path, lrs={"lion": [1e-3]}, lr_centre="suggest")
+    split = carve_dev_split(get_task("sst2"), tmp_path / "data", seed=0, source=settings.train_source)
+    centres = recommend_module.suggested_centres(settings, split, tmp_path / "stepsize")
+    assert set(centres) == {"adamw"}
+    lr, origin = centres["adamw"]
+    assert lr > 0 and origin.startswith("adamlab suggest")
+    found = candidates(settings, centres)
+    assert [c.lr for c in found if c.optimizer == "adamw"] == [float(f"{lr * m:.3g}") for m in (0.1, 1 / 3, 1, 3)]
+    assert all(c.lr_origin.startswith("adamlab suggest") for c in found if c.optimizer == "adamw")

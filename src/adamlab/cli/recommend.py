@@ -31,6 +31,9 @@ def recommend(
     dev_fraction: Annotated[float, typer.Option(help="share of the training data carved out as dev")] = 0.1,
     eta: Annotated[int, typer.Option(help="successive halving keeps the top 1/eta at each rung")] = 3,
     seed: Annotated[int, typer.Option(help="the study seed: dev split, search runs, bootstrap")] = 0,
+    lr_centre: Annotated[str, typer.Option(
+        help="centre of each optimizer's lr candidates: family (its known-good default) or suggest (adamlab's "
+             "suggestion, estimated on the training data)")] = "family",
     batch_size: Annotated[int, typer.Option()] = 16,
     max_seq_len: Annotated[int, typer.Option()] = 512,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2r)")] = 16,
@@ -58,7 +61,7 @@ def recommend(
                 raise ValueError("give a spec, or --model, --task and --steps")
             settings = RecommendSettings(
                 model=model, task=task, steps=steps, out=str(out), seeds=seeds, dev_fraction=dev_fraction, eta=eta,
-                seed=seed, budget=None if budget_steps is not None else (budget or 0.25), budget_steps=budget_steps,
+                seed=seed, lr_centre=lr_centre, budget=None if budget_steps is not None else (budget or 0.25), budget_steps=budget_steps,
                 train_source=train_data, test_source=test_data, test_limit=test_limit, executor=executor,
                 workers=workers, address=address,
                 train_args={"batch_size": batch_size, "max_seq_len": max_seq_len, "warmup_steps": warmup_steps if 0 < warmup_steps < 1 else int(warmup_steps),

@@ -46,6 +46,7 @@ from ..optim.registry import resolve_name
 from ..tasks import get_task
 from ..tasks.base import Example, Task
 from ..training import TrainConfig
+from ..training.lr_source import LRSource, resolve_lr
 from .confidence import bootstrap_draws, binomial_se, difference, interval, probability_best
 from .devsplit import DevSplit, carve_dev_split
 from .executors import get_executor, run_trial
@@ -60,6 +61,7 @@ DEFAULT_OPTIMIZERS = ("adamw", "adabelief", "lion", "yogi", "sgd")
 LR_MULTIPLES = (1 / 10, 1 / 3, 1.0, 3.0)  # around the centre, log-spaced
 # The more standard an optimizer, the earlier here: in a tie it is the one named.
 STANDARD_ORDER = ("adamw", "adam", "sgd")
+LR_CENTRES = ("family", "suggest")
 
 # Family centres for LoRA fine-tuning when adamlab has no suggestion for the optimizer: (lr, why).
 ADAM_CENTRE = 1e-3
@@ -101,6 +103,7 @@ class RecommendSettings:
     optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
     schedules: list[str] = field(default_factory=lambda: ["cosine"])
     lrs: dict[str, list[float]] = field(default_factory=dict)  # explicit candidates for some optimizers
+    lr_centre: str = "family"  # or "suggest": centre each optimizer's candidates on adamlab's suggestion
     budget: float | None = 0.25  # share of the grid's trial-steps; None with budget_steps
     budget_steps: int | None = None
     seeds: int = 3  # each finalist's and the baseline's seeds
@@ -135,6 +138,8 @@ class RecommendSettings:
             raise ValueError(f"budget must be a share of the grid in (0, 1], got {self.budget!r}")
         if self.budget_steps is not None and self.budget_steps < 1:
             raise ValueError(f"budget_steps must be >= 1, got {self.budget_steps!r}")
+        if self.lr_centre not in LR_CENTRES:
+            raise ValueError(f"lr_centre must be one of {', '.join(LR_CENTRES)}; got {self.lr_centre!r}")
         if not self.optimizers or not self.schedules:
             raise ValueError("give at least one optimizer and one schedule")
         unknown = sorted(set(self.lrs) - set(self.optimizers))
@@ -168,20 +173,36 @@ def lr_centre(optimizer: str) -> tuple[float, str]:
     return ADAM_CENTRE, f"family default {ADAM_CENTRE:g} (Adam-type optimizer, LoRA fine-tuning)"
 
 
-def candidates(settings: RecommendSettings) -> list[Candidate]:
-    """Every configuration searched, the baseline's first (so a tie in rank keeps the standard option)."""
+def candidates(settings: RecommendSettings, centres: dict[str, tuple[float, str]] | None = None) -> list[Candidate]:
+    """Every configuration searched, the baseline's first (so a tie in rank keeps the standard option).
+    ``centres``: per optimizer, a centre other than the family default (adamlab's suggestion) and its origin."""
     ordered = sorted(settings.optimizers, key=lambda name: resolve_name(name) != BASELINE)
     found = []
     for optimizer in ordered:
         if optimizer in settings.lrs:
             rates = [(float(lr), "given") for lr in settings.lrs[optimizer]]
         else:
-            centre, origin = lr_centre(optimizer)
+            centre, origin = (centres or {}).get(optimizer) or lr_centre(optimizer)
             rates = [(float(f"{centre * m:.3g}"), f"{origin} x {m:.3g}") for m in LR_MULTIPLES]
         args = FAMILY_ARGS.get(resolve_name(optimizer), {})
         for schedule in settings.schedules:
             found += [Candidate(optimizer, lr, schedule, origin, dict(args)) for lr, origin in rates]
     return found
+
+
+def suggested_centres(settings: RecommendSettings, split: DevSplit, folder: Path) -> dict[str, tuple[float, str]]:
+    """adamlab's suggested learning rate for each optimizer without explicit candidates, estimated on the training
+    side of the split (never on dev) through the learning-rate resolver, cached in ``folder``."""
+    centres = {}
+    for optimizer in settings.optimizers:
+        if optimizer in settings.lrs:
+            continue
+        family_lr, _ = lr_centre(optimizer)
+        probe = Candidate(optimizer, family_lr, settings.schedules[0], "", FAMILY_ARGS.get(resolve_name(optimizer), {}))
+        config = settings.trial_config(probe, settings.seed, "", train_source=split.train_file)
+        lr, resolution = resolve_lr(config, LRSource("suggest"), cache=folder / f"{resolve_name(optimizer)}.json")
+        centres[optimizer] = (float(f"{lr:.3g}"), f"adamlab suggest ({resolution.method}) {lr:.3g}")
+    return centres
 
 
 # ---------------------------------------------------------------------------------------------- the rung plan
@@ -381,7 +402,8 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
                             source=settings.train_source)
     dev_examples = task.load("eval", split.dev_file)
     baseline_score = majority_baseline([e.label for e in dev_examples])
-    pool = candidates(settings)
+    centres = suggested_centres(settings, split, out / "stepsize") if settings.lr_centre == "suggest" else None
+    pool = candidates(settings, centres)
     budget_steps = settings.budget_steps or int(settings.budget * len(pool) * settings.steps * settings.seeds)
     plan = plan_rungs(len(pool), settings.steps, settings.eta, settings.seeds, settings.finalists,
                       settings.min_rung_steps, budget_steps)
