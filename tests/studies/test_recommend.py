@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adamlab.studies import recommend as recommend_module
 from adamlab.studies.confidence import binomial_se, bootstrap_draws, difference, probability_best
 from adamlab.studies.devsplit import carve_dev_split, dev_size
 from adamlab.studies.guards import exclusion_reason, majority_baseline
@@ -18,6 +18,9 @@ from adamlab.studies.recommend import (RESULT_FILE, candidates, load_recommend_s
 from adamlab.tasks import get_task
 from adamlab.tasks.base import Task
 from .recommend_helpers import DIVERGING_LR, tiny_settings
+
+# The module, not the function adamlab.studies re-exports under the same name.
+recommend_module = importlib.import_module("adamlab.studies.recommend")
 
 CONTRACT = {"model", "task", "metric", "selected_on", "optimizer", "hparams", "lr", "schedule", "steps", "dev", "test",
             "baseline", "p_best", "delta_vs_baseline", "cost", "alternatives", "excluded", "use_it"}
@@ -202,3 +205,31 @@ def test_suggested_centres_come_from_the_resolver_on_the_training_side(tmp_path)
     found = candidates(settings, centres)
     assert [c.lr for c in found if c.optimizer == "adamw"] == [float(f"{lr * m:.3g}") for m in (0.1, 1 / 3, 1, 3)]
     assert all(c.lr_origin.startswith("adamlab suggest") for c in found if c.optimizer == "adamw")
+
+
+def test_report_opens_with_the_verdict_and_its_evidence(tiny_recommendation):
+    from adamlab.reports.verdict import write_verdict_report
+
+    settings, result, _ = tiny_recommendation
+    written = write_verdict_report(settings.out)
+    markdown = written.markdown.read_text()
+    assert markdown.splitlines()[2] == f"**{verdict_line(result)}**"
+    assert "## Evidence" in markdown and "survival.png" in markdown and written.figures[0].is_file()
+    assert "diverged" in markdown  # the excluded configuration, with its reason
+    page = written.html.read_text()
+    assert page.index(verdict_line(result).split(":")[0]) < page.index("Every run")
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from adamlab.cli import app
+
+    outcome = CliRunner().invoke(app, ["recommend", "--model", "tiny-llama", "--task", "squad", "--steps", "10",
+                                       "--out", str(tmp_path / "r")])
+    assert outcome.exit_code == 2
+    assert "answer choices" in outcome.output and len(outcome.output.strip().splitlines()) == 1
+    outcome = CliRunner().invoke(app, ["recommend", "--model", "tiny-llama", "--task", "sst2", "--steps", "10",
+                                       "--optimizers", "lion,yogi", "--out", str(tmp_path / "r")])
+    assert outcome.exit_code == 2 and "must include adamw" in outcome.output
+    assert not (tmp_path / "r").exists()  # nothing written before the input is known good

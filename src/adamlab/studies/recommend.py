@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..evaluation import evaluate
 from ..models import LoraSettings, load_model
 from ..optim.registry import resolve_name
 from ..tasks import get_task
@@ -512,8 +513,8 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
         test_examples = task.load("eval", settings.test_source, settings.test_limit)
         tested = {}
         for candidate in [winner] + ([baseline] if has_baseline and baseline != winner else []):
-            tested[candidate] = np.array([_test_correctness(out / "trials" / key_of(candidate, s), task,
-                                                            test_examples, settings, s) for s in seeds])
+            tested[candidate] = np.array([score_on_examples(out / "trials" / key_of(candidate, s), task,
+                                                            test_examples) for s in seeds])
         test_draws = bootstrap_draws({names[c]: m for c, m in tested.items()}, seed=settings.seed)
     finally:
         runner.close()
@@ -582,15 +583,14 @@ def _pick(ranked: list[Candidate], draws, correct, names) -> tuple[Candidate, li
     return pick, [c for c in group if c != pick]
 
 
-def _test_correctness(run: Path, task: Task, examples: list[Example], settings: RecommendSettings,
-                      seed: int) -> list[int]:
-    """Load a finished run's trained weights and score them on the test examples."""
-    from ..evaluation import evaluate
-
+def score_on_examples(run: Path, task: Task, examples: list[Example]) -> list[int]:
+    """Load a finished run's trained weights and mark each of ``examples`` right (1) or wrong (0)."""
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype, seed=seed)
+    # The seed rebuilds the parts the run did not train and did not save: a tiny model's random base weights.
+    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
+                        seed=config.seed)
     if (run / "adapter").is_dir():
-        from peft import PeftModel
+        from peft import PeftModel  # peft is imported only where adapters are loaded: it is slow to import
 
         model = PeftModel.from_pretrained(loaded.model, run / "adapter")
     else:
