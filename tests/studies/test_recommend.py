@@ -233,3 +233,14 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
                                        "--optimizers", "lion,yogi", "--out", str(tmp_path / "r")])
     assert outcome.exit_code == 2 and "must include adamw" in outcome.output
     assert not (tmp_path / "r").exists()  # nothing written before the input is known good
+
+
+def test_adamlab_report_on_a_recommendation_folder_writes_the_verdict_report(tiny_recommendation):
+    from typer.testing import CliRunner
+
+    from adamlab.cli import app
+
+    settings, _, _ = tiny_recommendation
+    outcome = CliRunner().invoke(app, ["report", settings.out])
+    assert outcome.exit_code == 0, outcome.output
+    assert (Path(settings.out) / "report" / "report.html").is_file()

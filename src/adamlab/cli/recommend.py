@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -48,7 +49,8 @@ def recommend(
     """Search optimizers x learning rates x schedules by successive halving on a dev split, confirm the finalists
     with more seeds, and print which to use, with confidence intervals, the test score and the cost."""
     from ..reports.verdict import write_verdict_report
-    from ..studies.recommend import RecommendSettings, load_recommend_spec, recommend as run_recommend, verdict_line
+    from ..studies.recommend import NothingToRecommend, RecommendSettings, load_recommend_spec, verdict_line
+    from ..studies.recommend import recommend as run_recommend
 
     with bad_input_exits_2():
         if spec is not None:
@@ -72,7 +74,11 @@ def recommend(
             if schedules is not None:
                 settings.schedules = _names(schedules)
         settings.validate()
-        result = run_recommend(settings, log=lambda message: console.print(message, soft_wrap=True, markup=False))
+        try:
+            result = run_recommend(settings, log=lambda message: console.print(message, soft_wrap=True, markup=False))
+        except NothingToRecommend as error:
+            print(f"no recommendation: {error}", file=sys.stderr)
+            raise typer.Exit(1) from None
         written = write_verdict_report(out)
     console.print(f"\n[bold]{verdict_line(result)}[/]", soft_wrap=True)
     console.print("\nHow to use it:", soft_wrap=True)

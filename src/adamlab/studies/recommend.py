@@ -75,6 +75,10 @@ FAMILY_CENTRES: dict[str, tuple[float, str]] = {
 FAMILY_ARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
 
 
+class NothingToRecommend(RuntimeError):
+    """Every configuration that reached the end was excluded by the guards."""
+
+
 @dataclass(frozen=True, eq=False)  # compared by identity: a recommendation builds its candidates once
 class Candidate:
     optimizer: str
@@ -498,14 +502,16 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
                                      "seed": None})
                 continue
             usable[candidate] = np.array([r.correct for r in full[candidate]])
-        if not any(c in usable for c in finalists):
-            raise RuntimeError("every finalist was excluded by the guards: no configuration can be recommended "
+        if not usable:
+            raise NothingToRecommend("the finalists and the baseline were all excluded by the guards: nothing can be "
+                               "recommended "
                                f"(see {out / RUNS_FILE}); try other learning rates or more steps")
         names = {c: c.label for c in usable}
         correct = {names[c]: m for c, m in usable.items()}
         draws = bootstrap_draws(correct, seed=settings.seed)
         p_best = probability_best(draws)
-        ranked = sorted((c for c in usable if c in finalists), key=lambda c: (-usable[c].mean(), pool.index(c)))
+        # The baseline competes too: a finalist whose lead over AdamW is within noise is a tie, and AdamW is named.
+        ranked = sorted(usable, key=lambda c: (-usable[c].mean(), pool.index(c)))
         winner, tied = _pick(ranked, draws, correct, names)
         has_baseline = baseline in usable
 
@@ -567,8 +573,9 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
 
 
 def _pick(ranked: list[Candidate], draws, correct, names) -> tuple[Candidate, list[Candidate]]:
-    """The best finalist on dev, unless a more standard finalist is tied with it (the interval of their
-    difference contains 0): then the most standard of the tied ones. Returns the pick and who it is tied with."""
+    """The best confirmed configuration on dev (finalists and baseline), unless a more standard one is tied with
+    it (the interval of their difference contains 0): then the most standard of the tied ones. Returns the pick and
+    who it is tied with."""
     best = ranked[0]
     tied = [c for c in ranked[1:] if difference(draws, correct, names[best], names[c])["ci95"][0] <= 0]
     if not tied:
