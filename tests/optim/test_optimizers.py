@@ -453,3 +453,22 @@ def test_add_param_group_then_step(info: OptimizerInfo):
 def test_can_be_printed(info: OptimizerInfo):
     optimizer = info.build(make_params(), **info.hparam_sets[0])
     assert type(optimizer).__name__ in repr(optimizer)
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+def test_mixed_dtypes_in_one_group_match_single_tensor(info: OptimizerInfo, hparams):
+    """torch's test_mixed_device_dtype on CPU: float32 and float64 params in one group, foreach split by dtype."""
+    require(info, "supports_foreach")
+
+    def mixed():
+        params = make_params()
+        return [p.detach().float().requires_grad_() if i % 2 else p for i, p in enumerate(params)]
+
+    params_single, params_foreach = mixed(), mixed()
+    single = info.build(params_single, foreach=False, **hparams)
+    multi = info.build(params_foreach, foreach=True, **hparams)
+    run(single, params_single, 10)
+    run(multi, params_foreach, 10)
+    for a, b in zip(params_single, params_foreach):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, atol=1e-12 if a.dtype == torch.float64 else 1e-6, rtol=0)
