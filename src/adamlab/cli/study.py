@@ -126,10 +126,17 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
 
 @app.command()
 def report(study_dir: Annotated[Path, typer.Argument(help="a study folder (from `adamlab sweep`)")]) -> None:
-    """Write STUDY_DIR/report/ (report.md, tables as .tex and .csv, summary.json) from the results store."""
+    """Write STUDY_DIR/report/ (report.md, tables as .tex and .csv, summary.json) from the results store; for a
+    recommendation folder (from `adamlab recommend`), its verdict report."""
     from ..reports import write_report
+    from ..reports.verdict import write_verdict_report
+    from ..studies.recommend import RESULT_FILE
 
     with bad_input_exits_2():
+        if (study_dir / RESULT_FILE).is_file():
+            verdict = write_verdict_report(study_dir)
+            console.print(f"report: {verdict.markdown}\nhtml report: {verdict.html}", soft_wrap=True)
+            return
         written = write_report(study_dir)
     _print_tables(written)
 
