@@ -11,7 +11,7 @@ pl = pytest.importorskip("pytorch_lightning")
 
 from adamlab.schedules import get_schedule  # noqa: E402
 
-DOC = Path(__file__).parents[2] / "docs" / "integrations.md"
+DOC = Path(__file__).parents[2] / "docs/integrations.md"
 
 
 def lightning_example() -> str:
