@@ -1,4 +1,4 @@
-"""HybridAdamSGD checks beyond the shared table: the spec's §7 tests (specs/hybrid_adam_sgd.md) and the adamlab
+"""HybridAdamSGD checks beyond the shared table: the spec's §7 tests (docs/hybrid_adam_sgd.md) and the adamlab
 additions (§6): a literal transcription of §3, beta precedence, branch-norm log, variants, preset."""
 
 import pytest

@@ -45,7 +45,7 @@ class HybridAdamSGD(Optimizer):
     weight falls linearly from 1 to ``final_ratio`` over ``transition_steps`` steps. No paper; the rule of the
     "Qwen3 optimizer comparison study" (``ivrejchik/qwen3-optimizer-study`` at 2f07ada,
     ``utils/hybrid_adam_sgd.py``). Semantics of that reference class ``AdamSGDHybrid``, as specified in
-    ``specs/hybrid_adam_sgd.md``.
+    ``docs/hybrid_adam_sgd.md``.
 
     .. math::
         \begin{aligned}

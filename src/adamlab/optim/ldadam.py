@@ -54,7 +54,7 @@ class LDAdamW(Optimizer):
     r"""LDAdamW: Adam from low-dimensional gradient statistics, with a projection-aware state update and
     generalized error feedback (Robert, Safaryan, Modoranu & Alistarh, 2025, ICLR, "LDAdam: Adaptive Optimization
     from Low-Dimensional Gradient Statistics", arXiv:2410.16103). Semantics of the official ``ldadamw_torch.LDAdamW``
-    (``IST-DASLab/LDAdam`` at f3c5daf, after the Q∘Q fix c9cd09a), as specified in ``specs/ldadam.md``.
+    (``IST-DASLab/LDAdam`` at f3c5daf, after the Q∘Q fix c9cd09a), as specified in ``docs/ldadam.md``.
 
     A matrix :math:`W \in \mathbb{R}^{m \times n}` in a group with ``enable_lowrank=True`` is written in left form:
     :math:`X = a` for left projection, :math:`X = a^\top` for right projection (``proj_type="std"`` projects the
