@@ -225,3 +225,20 @@ def test_aeos_bound_reports_its_progress():
                warmup_steps=2, batch_size=4, n_batches=2, max_iter=5, progress=lambda done, total: calls.append(
                    (done, total)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_coordinates_the_warm_up_never_moved_are_left_out_of_the_bound():
+    """An embedding row no warm-up batch touched has P = eps: kept, it would make eta_max ~1e8 times too small."""
+    hessian = torch.diag(tensor([1.0, 10.0, 5.0]))
+    diagonal = tensor([1.0, 1.0, 1e-8])
+    start = [ones(3) / math.sqrt(3)]
+    kept = preconditioned_sharpness(lambda v: [hessian @ v[0]], [diagonal], start, max_iter=300, rtol=1e-12)
+    masked = preconditioned_sharpness(lambda v: [hessian @ v[0]], [diagonal], start, active=[tensor([1.0, 1.0, 0.0])],
+                                      max_iter=300, rtol=1e-12)
+    assert kept.sharpness == pytest.approx(5e8, rel=1e-6)
+    assert masked.sharpness == pytest.approx(10.0, rel=1e-6)
+    param = nn.Parameter(ones(2))
+    optimizer = torch.optim.Adam([param], lr=1e-3)
+    param.grad = tensor([1.0, 0.0])
+    optimizer.step()
+    assert torch.equal(optimizer_preconditioner(optimizer, [param]).active[0], tensor([1.0, 0.0]))

@@ -80,6 +80,7 @@ class Preconditioner:
     diagonal: Vector
     beta: float
     momentum: str  # ema | heavy_ball
+    active: Vector | None = None  # 1 where the warm-up saw a gradient, 0 elsewhere (None: everywhere)
 
 
 def optimizer_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> Preconditioner:
@@ -95,7 +96,7 @@ def optimizer_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[
     if "betas" in group and "exp_avg" in state and "eps" not in group:
         diagonal = [optimizer.state[p]["exp_avg"].abs().to(torch.promote_types(p.dtype, torch.float32)) + LION_EPS
                     for p in params]
-        return Preconditioner("sign", diagonal, float(group["betas"][0]), "ema")
+        return Preconditioner("sign", diagonal, float(group["betas"][0]), "ema", _seen(optimizer, params))
     if "momentum" in group and "betas" not in group:
         return Preconditioner("identity", [torch.ones_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
                                            for p in params],
@@ -114,7 +115,15 @@ def _second_moment(optimizer, params, key: str, kind: str) -> Preconditioner:
         correction = 1 - beta2 ** float(state["step"])
         second = state[key].to(torch.promote_types(state[key].dtype, torch.float32))  # bf16 states in fp32
         diagonal.append((second / correction).sqrt() + group["eps"])
-    return Preconditioner(kind, diagonal, float(beta1), "ema")
+    return Preconditioner(kind, diagonal, float(beta1), "ema", _seen(optimizer, params))
+
+
+def _seen(optimizer, params) -> Vector:
+    """1 where the warm-up's momentum is non-zero. Coordinates that never had a gradient (the embedding rows of
+    tokens the warm-up did not see) have P = eps, which would inflate their curvature by 1/eps; but Adam's first
+    step on a coordinate is about lr in size whatever its gradient, so the frozen-P model does not hold there and
+    they are left out of lambda_max."""
+    return [(optimizer.state[p]["exp_avg"] != 0).to(torch.promote_types(p.dtype, torch.float32)) for p in params]
 
 
 @dataclass
@@ -126,10 +135,12 @@ class SharpnessResult:
 
 
 def preconditioned_sharpness(hvp: Callable[[Vector], Vector], diagonal: Vector, start: Vector, *,
-                             max_iter: int = 20, rtol: float = 1e-3) -> SharpnessResult:
+                             active: Vector | None = None, max_iter: int = 20, rtol: float = 1e-3) -> SharpnessResult:
     r"""$\lambda_{\max}(P^{-1} H)$ as the largest eigenvalue of $P^{-1/2} H P^{-1/2}$, with ``hvp`` the product
-    with $H$ and ``diagonal`` $P$'s diagonal (same shapes as the vectors)."""
-    scale = [d.rsqrt().to(s.dtype) for d, s in zip(diagonal, start)]
+    with $H$ and ``diagonal`` $P$'s diagonal (same shapes as the vectors); ``active`` (0/1, same shapes) restricts
+    it to the coordinates marked 1."""
+    active = active if active is not None else [torch.ones_like(d) for d in diagonal]
+    scale = [(d.rsqrt() * a).to(s.dtype) for d, a, s in zip(diagonal, active, start)]
 
     def product(vector: Vector) -> Vector:
         return [s * hv for s, hv in zip(scale, hvp([s * v for s, v in zip(scale, vector)]))]
@@ -233,8 +244,8 @@ def aeos_bound(
                 batch = [data[i] for i in next(order)]
                 product = HessianVectorProduct(lambda: loss_fn(model, batch), tensors, model=model)
                 start = random_unit_vector(tensors, seeded_generator(seed, "aeos", b))
-                results.append(preconditioned_sharpness(product, preconditioner.diagonal, start, max_iter=max_iter,
-                                                        rtol=rtol))
+                results.append(preconditioned_sharpness(product, preconditioner.diagonal, start,
+                                                        active=preconditioner.active, max_iter=max_iter, rtol=rtol))
                 del product
                 if progress is not None:
                     progress(warmup_steps + b + 1, warmup_steps + n_batches)
