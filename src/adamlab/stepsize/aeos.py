@@ -28,8 +28,8 @@ learning rate (at $w_0$ it is undefined, and LoRA's $B = 0$ start makes the curv
 * SGD: $P = I$ (the raw Hessian) with heavy-ball momentum $\mu$.
 
 $\lambda_{\max}$ comes from power iteration on the symmetric $P^{-1/2} H P^{-1/2}$ (the same eigenvalues as
-$P^{-1} H$) with Hessian-vector products; when the dominant eigenvalue is negative, a second power iteration on
-the operator shifted by its magnitude finds the largest algebraic one.
+$P^{-1} H$) with Hessian-vector products; when the dominant eigenvalue is negative, Lanczos (whose extreme Ritz
+values converge fast) finds the largest algebraic one.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .hvp import HessianVectorProduct, Vector, resolve_parameters
-from .spectral import random_unit_vector, seeded_generator, spectral_norm
+from .spectral import _added, _dot, _norm, _scaled, random_unit_vector, seeded_generator, spectral_norm
 
 LION_EPS = 1e-8  # Lion has no eps of its own; this keeps P invertible where the momentum is exactly zero
 
@@ -149,11 +149,40 @@ def preconditioned_sharpness(hvp: Callable[[Vector], Vector], diagonal: Vector, 
     dominant = math.copysign(first.spectral_norm, first.rayleigh_quotient)
     if first.degenerate or dominant >= 0:
         return SharpnessResult(max(dominant, 0.0), dominant, first.converged, first.hvp_count)
-    shift = first.spectral_norm  # A + shift*I is positive semi-definite; its top eigenvalue is lambda_max + shift
-    shifted = spectral_norm(lambda v: [a + shift * x for a, x in zip(product(v), v)], start, method="power",
-                            max_iter=max_iter, rtol=rtol)
-    return SharpnessResult(max(shifted.spectral_norm - shift, 0.0), dominant, shifted.converged,
-                           first.hvp_count + shifted.hvp_count)
+    largest, converged, count = largest_eigenvalue(product, start, max_iter=max_iter, rtol=rtol)
+    return SharpnessResult(max(largest, 0.0), dominant, converged, first.hvp_count + count)
+
+
+def largest_eigenvalue(product: Callable[[Vector], Vector], start: Vector, *, max_iter: int,
+                       rtol: float) -> tuple[float, bool, int]:
+    """The largest algebraic eigenvalue of a symmetric operator by Lanczos with full re-orthogonalisation: its
+    extreme Ritz values converge fast even when the spectrum is crowded near the top, where a power iteration on
+    the shifted operator cannot separate them (spectral.py's Lanczos tracks the largest magnitude instead).
+    Returns (eigenvalue, converged, products). Stops when the Ritz pair's residual is within rtol of it."""
+    basis = [_scaled(start, 1 / _norm(start))]
+    diagonal: list[float] = []
+    off_diagonal: list[float] = []
+    theta, converged = 0.0, False
+    for k in range(1, max_iter + 1):
+        w = product(basis[-1])
+        diagonal.append(_dot(basis[-1], w))
+        for _ in range(2):  # full re-orthogonalisation, twice: lost orthogonality breeds spurious Ritz values
+            for b in basis:
+                w = _added(w, b, -_dot(b, w))
+        beta = _norm(w)
+        tridiagonal = torch.diag(torch.tensor(diagonal, dtype=torch.float64))
+        if off_diagonal:
+            off = torch.tensor(off_diagonal, dtype=torch.float64)
+            tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
+        values, vectors = torch.linalg.eigh(tridiagonal)
+        theta = values[-1].item()
+        residual = beta * abs(vectors[-1, -1].item())
+        if residual <= rtol * abs(theta) or beta <= 1e-12 * max(abs(values[0].item()), abs(theta)):
+            converged = True
+            break
+        off_diagonal.append(beta)
+        basis.append(_scaled(w, 1 / beta))
+    return theta, converged, k
 
 
 @dataclass
