@@ -61,6 +61,7 @@ def sweep(
     from ..reports import write_report
     from ..studies import SweepListener
     from ..studies import sweep as run_sweep
+    from ..studies.store import FINISHED
 
     class Printer(SweepListener):
         def sweep_started(self, study_dir, counts) -> None:
@@ -89,6 +90,12 @@ def sweep(
         report = write_report(result.study_dir)
     console.print("trials: " + ", ".join(f"{n} {status}" for status, n in result.counts.items() if n))
     _print_tables(report)
+    failed = result.counts["failed"]
+    if failed:
+        console.print(f"[red]{failed} trial{'s' if failed > 1 else ''} failed[/]: `adamlab status {result.study_dir}` "
+                      "says why; once fixed, run the same sweep with --retry-failed", soft_wrap=True)
+    if failed and not any(result.counts[status] for status in FINISHED):
+        raise typer.Exit(1)  # nothing finished: a script or scheduler must not take this for a result
 
 
 @app.command()
@@ -98,7 +105,7 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
     from ..studies.trials import KEY_LENGTH
 
     with bad_input_exits_2():
-        store = Store.open(study_dir)
+        store = Store.open(study_dir, read_only=True)
         try:
             study, counts, trials, finals = store.study(), store.counts(), store.trials(), store.final_evaluations()
         finally:
