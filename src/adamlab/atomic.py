@@ -44,6 +44,24 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def check_writable_folder(folder: str | Path) -> None:
+    """Raise ``ValueError`` (one line naming the path) unless ``folder`` is, or could be created as, a folder this
+    process can write into. Only a temporary file is created and removed: ``os.access`` would say yes to root on a
+    read-only mount."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder" if existing == folder else
+                         f"{folder} cannot be created: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write into {existing}: {error.strerror}") from None
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Replace ``path`` with ``data`` atomically and durably."""
     path = Path(path)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import atomic
 from ..encoding import IGNORE_INDEX, collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer
@@ -58,6 +59,7 @@ class TrainResult:
 def check_output_dir(config: TrainConfig) -> None:
     """Refuse an output folder that holds another run; reads only, so it is safe before any work."""
     out = config.out_dir
+    atomic.check_writable_folder(out)
     saved = out / "config.json"
     if saved.exists():
         previous = TrainConfig.from_dict(json.loads(saved.read_text())).identity()
