@@ -174,18 +174,23 @@ def test_adam_dds_estimates_its_step_size_before_the_first_step_and_reuses_it(tm
     assert result.status == "done"
     estimate = json.loads((tmp_path / "stepsize.json").read_text())
     group = result.record["optimizer"]["param_groups"][0]
-    assert group["lr"] == pytest.approx(0.5 * estimate["alpha"]) and group["dds_alpha"] == estimate["alpha"]
+    assert group["lr"] == pytest.approx(0.5 * estimate["alpha"]) and result.record["optimizer"]["class"] == "Adam"
     assert estimate["T"] == 3  # the theorem's horizon: this run's number of steps
+    lr = result.record["lr"]
+    assert (lr["source"], lr["estimate"], lr["lr"], lr["cached"]) == ("dds x0.5", estimate["alpha"], group["lr"], False)
+    assert lr["cost_seconds"] > 0
 
     (tmp_path / "result.json").unlink()  # as if interrupted after the last checkpoint
     again = train(config, show_progress=False)
     assert json.loads((tmp_path / "stepsize.json").read_text()) == estimate
     assert again.record["optimizer"]["param_groups"][0]["lr"] == group["lr"]
+    assert again.record["lr"]["cached"] and again.record["lr"]["cost_seconds"] == 0
 
 
 @pytest.mark.parametrize("name", available_optimizers())
 def test_every_registered_optimizer_trains_through_the_loop(tmp_path, name):
-    args = {"lookahead": {"base": "adamw"}, "adam_dds": {"samples": 4}, "ldadam": {"rank": 2}}.get(name, {})
+    args = {"lookahead": {"base": "adamw"}, "adam_dds": {"samples": 4}, "ldadam": {"rank": 2},
+            "switch": {"phases": [{"name": "sgd"}, {"name": "adamw"}], "milestones": [1]}}.get(name, {})
     lr = 1e-3 if name != "dadapt_adam" else 1.0  # D-Adaptation takes lr as a multiplier of its own estimate
     result = train(tiny_config(tmp_path, optimizer=name, lr=lr, optimizer_args=args, steps=2, eval_limit=4),
                    show_progress=False)

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .. import atomic
+from ..atomic import CorruptFileError, dumps, read_json
 
 PREFIX = "step-"
 MANIFEST = "manifest.json"
@@ -87,9 +87,9 @@ def verify_checkpoint(path: Path) -> str | None:
     if not manifest_file.is_file():
         return f"{manifest_file} is missing (the checkpoint was cut short, or written by an older adamlab)"
     try:
-        manifest = atomic.read_json(manifest_file)
+        manifest = read_json(manifest_file)
         files = manifest["files"]
-    except (atomic.CorruptFileError, KeyError, TypeError) as error:
+    except (CorruptFileError, KeyError, TypeError) as error:
         return f"{manifest_file} is damaged ({error})"
     for name in (WEIGHTS, STATE):
         file = path / name
@@ -140,7 +140,7 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, keep:
     # commits) buys nothing.
     manifest = {"format": FORMAT, "step": step,
                 "files": {name: _file_digest(partial / name) for name in (WEIGHTS, STATE)}}
-    (partial / MANIFEST).write_text(atomic.dumps(manifest))
+    (partial / MANIFEST).write_text(dumps(manifest))
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     for old in checkpoints(out_dir)[:-keep]:
