@@ -84,13 +84,23 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def finite_record(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with every non-finite float at its top level replaced by ``None``; their keys are listed under
-    ``"nonfinite"`` (with the value as a string: ``"inf"``, ``"-inf"``, ``"nan"``) so a reader can tell a
-    diverged loss from a missing one."""
-    nonfinite = {k: str(v) for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)}
-    if not nonfinite:
-        return record
-    return {k: None if k in nonfinite else v for k, v in record.items()} | {NONFINITE_KEY: nonfinite}
+    """``record`` with every non-finite float (at any depth) replaced by ``None``; their places are listed under
+    ``"nonfinite"`` (dotted keys, with the value as a string: ``"inf"``, ``"-inf"``, ``"nan"``), so a reader can
+    tell a diverged loss from a missing one. A record without any is returned as it is."""
+    nonfinite: dict[str, str] = {}
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            nonfinite[where] = str(value)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}.{i}") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(record, "")
+    return cleaned | {NONFINITE_KEY: nonfinite} if nonfinite else record
 
 
 def dumps(value: Any, **kwargs) -> str:

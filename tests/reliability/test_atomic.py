@@ -48,6 +48,9 @@ def test_non_finite_values_become_null_with_a_flag():
     assert json.loads(atomic.dumps(record)) == record
     clean = {"step": 1, "loss": 0.5}
     assert atomic.finite_record(clean) is clean
+    nested = atomic.finite_record({"metrics": {"perplexity": math.inf, "n": 3}, "curve": [1.0, -math.inf]})
+    assert nested == {"metrics": {"perplexity": None, "n": 3}, "curve": [1.0, None],
+                      "nonfinite": {"metrics.perplexity": "inf", "curve.1": "-inf"}}
 
 
 def test_read_json_names_a_damaged_file(tmp_path):

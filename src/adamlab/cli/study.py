@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -78,12 +79,16 @@ def sweep(
             console.print(f"[{colour}]{outcome.status}[/] {_describe(trial)}  {detail}  "
                           f"({outcome.wall_seconds:.1f} s)", soft_wrap=True)
 
+    # Schedulers send SIGTERM before SIGKILL: stop as on Ctrl-C (running trials checkpoint and go back to the queue).
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     with bad_input_exits_2():
         try:
             result = run_sweep(study, out, executor=executor, workers=workers, address=address, listener=Printer(),
                                show_progress=progress, retry_failed=retry_failed)
         except KeyboardInterrupt:  # between trials, or a second Ctrl-C inside one
             result = None
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if result is None or not result.completed:
             console.print("[yellow]stopped[/]: run the same command again to continue")
             raise typer.Exit(130)

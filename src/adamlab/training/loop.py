@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import check_writable_folder
+from ..atomic import check_writable_folder, read_json
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer
@@ -62,7 +62,7 @@ def check_output_dir(config: TrainConfig) -> None:
     check_writable_folder(out)
     saved = out / "config.json"
     if saved.exists():
-        previous = TrainConfig.from_dict(json.loads(saved.read_text())).identity()
+        previous = TrainConfig.from_dict(read_json(saved)).identity()
         current = config.identity()
         if previous != current:
             differing = sorted(k for k in current if previous.get(k) != current[k])
@@ -86,16 +86,20 @@ def _config_summary(optimizer) -> list[dict[str, Any]]:
 
 
 class _GracefulStop:
-    """Turns the first Ctrl-C into a request to stop at the end of the step; a second one interrupts at once."""
+    """Turns the first Ctrl-C or SIGTERM into a request to stop at the end of the step; a second one interrupts at
+    once. SIGTERM is what cluster schedulers (SLURM, Kubernetes, preemptible VMs) send before SIGKILL."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame):
@@ -104,8 +108,8 @@ class _GracefulStop:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
