@@ -2,13 +2,14 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 
 import pytest
 
 from adamlab import atomic
+
+from .conftest import read_only
 
 
 def test_write_json_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
@@ -87,14 +88,25 @@ def test_rewrite_jsonl_keeps_only_the_given_records(tmp_path):
     assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_folder_raises_and_keeps_the_old_file(tmp_path):
-    target = tmp_path / "result.json"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    target = folder / "result.json"
     atomic.write_json(target, {"status": "old"})
-    tmp_path.chmod(0o555)
-    try:
-        with pytest.raises(PermissionError):
+    with read_only(folder):
+        with pytest.raises(OSError):
             atomic.write_json(target, {"status": "new"})
-    finally:
-        tmp_path.chmod(0o755)
+        with pytest.raises(ValueError, match=f"cannot write into {folder}"):
+            atomic.check_writable_folder(folder / "sub")
     assert json.loads(target.read_text()) == {"status": "old"}
+    assert [p.name for p in folder.iterdir()] == ["result.json"]
+
+
+def test_check_writable_folder_names_a_file_in_the_way(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="file is a file, not a folder"):
+        atomic.check_writable_folder(tmp_path / "file")
+    with pytest.raises(ValueError, match="file/run cannot be created: .*file is a file"):
+        atomic.check_writable_folder(tmp_path / "file" / "run")
+    atomic.check_writable_folder(tmp_path / "new" / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created
