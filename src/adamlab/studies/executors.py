@@ -13,7 +13,6 @@ rest. Ctrl-C asks every running trial to checkpoint and stop, and puts it back i
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
