@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ..extras import MissingDependencyError
 from ._common import check_beta, check_betas, check_eps, check_lr, check_nonnegative
 from .adabelief import AdaBelief
 from .adabound import AdaBound
@@ -31,10 +32,6 @@ from .lion import Lion
 from .lookahead import Lookahead
 from .param_groups import no_weight_decay, param_groups
 from .yogi import Yogi
-
-
-class MissingDependencyError(ImportError):
-    """An optimizer's package is not installed; the message names the pip extra that provides it."""
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class TrainResult:
     """What ``train`` returns: everything the run files hold, so a caller (a study's executor) needs not read
     them back. ``steps`` and ``evaluations`` are the main process's (empty on the others)."""
 
-    status: str  # done | diverged | interrupted
+    status: str  # done | diverged | interrupted | paused
     steps_completed: int
     metrics: dict[str, Any]
     out_dir: Path
@@ -227,15 +227,17 @@ def resume(run: Run) -> None:
 
 def run_steps(run: Run, show_progress: bool = False) -> tuple[str, int | None]:
     """Step until the run's steps are done, evaluating and checkpointing as configured: ``("done", None)``,
-    ``("diverged", step)`` at a non-finite loss, or ``("interrupted", None)`` after Ctrl-C (checkpointed)."""
+    ``("paused", None)`` at ``stop_at`` (checkpointed), ``("diverged", step)`` at a non-finite loss, or
+    ``("interrupted", None)`` after Ctrl-C (checkpointed)."""
     config = run.config
+    end = config.steps if config.stop_at is None else config.stop_at  # the schedule still spans config.steps
     run.model.train()
     _optimizer_mode(run.optimizer, "train")
     bar = progress_bar(show_progress and run.is_main)
     with bar, _GracefulStop() as stop:
         bar_task = bar.add_task(f"{config.optimizer} on {config.task}", total=config.steps, completed=run.step,
                                 loss="-", lr="-")
-        while run.step < config.steps:
+        while run.step < end:
             record = train_step(run)
             if record is None:
                 return "diverged", run.step + 1
@@ -243,11 +245,13 @@ def run_steps(run: Run, show_progress: bool = False) -> tuple[str, int | None]:
                 bar.update(bar_task, completed=run.step, loss=f"{record.loss:.4f}", lr=f"{record.lr:.2e}")
             if config.eval_every and run.step % config.eval_every == 0 and run.step < config.steps:
                 evaluate_run(run)
-            if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or stop.requested:
+            if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or stop.requested \
+                    or run.step == config.stop_at:
                 checkpoint(run)
             if stop.requested:
                 return "interrupted", None
-    return "done", None
+    # At stop_at, checkpointed: the same config with a later stop_at continues from here.
+    return ("done" if run.step == config.steps else "paused"), None
 
 
 def train_step(run: Run) -> StepRecord | None:
@@ -334,9 +338,10 @@ def checkpoint(run: Run) -> None:
 
 
 def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
-    """The final evaluation (of a run that is done), the trained weights, predictions.jsonl and result.json."""
+    """The final evaluation (of a run that is done or paused), the trained weights (of one that is done),
+    predictions.jsonl and result.json."""
     config, out = run.config, run.config.out_dir
-    final = evaluate_run(run) if status == "done" else None
+    final = evaluate_run(run) if status in ("done", "paused") else None
     inner = getattr(run.optimizer, "optimizer", run.optimizer)
     encoded = run.inputs.encoded
     record = RunRecord(

@@ -45,7 +45,7 @@ class RunRecord:
     """A run's result (result.json): how it ended, its final evaluation, and everything needed to read it later
     (configuration, model, optimizer groups, learning-rate resolution, data, cost, environment)."""
 
-    status: str  # done | diverged | interrupted
+    status: str  # done | diverged | interrupted | paused (at stop_at)
     steps_completed: int
     diverged_at_step: int | None
     metrics: dict[str, Any]
