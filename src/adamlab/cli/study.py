@@ -45,7 +45,7 @@ def _print_tables(report) -> None:
 
 @app.command()
 def sweep(
-    study: Annotated[Path, typer.Argument(help="the study spec (YAML)")],
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
     out: Annotated[Path | None, typer.Option(help="study folder (default: studies/runs/<name>)")] = None,
     executor: Annotated[str, typer.Option(
         help="where trials run: local (this machine: one at a time, or one per GPU) or ray (a Ray cluster)")] = "local",
@@ -142,7 +142,9 @@ def report(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
 
 
 @app.command()
-def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")]) -> None:
+def validate(
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
+) -> None:
     """Check a study spec and every trial it expands to, without running anything (no model is loaded: learning-rate
     estimates not made yet are listed, to be made at the start of the sweep)."""
     from ..studies import default_study_dir, expand_trials, load_spec
@@ -161,8 +163,9 @@ def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")
             method = t.stepsize_estimate.get("lr_method", "dds")
             estimates[(t.model, t.task, method, None if method == "dds" else t.optimizer)] = t.stepsize_estimate
     for (model, task, method, optimizer), estimate in estimates.items():
-        about = f"{method} learning rate for {model} on {task}" + ("" if method == "dds" else f" ({optimizer})")
+        about = f"dds step size for {model} on {task}" if method == "dds" else \
+            f"{method} learning rate for {model} on {task} ({optimizer})"
         if estimate["source"] == PENDING:
             console.print(f"{about}: to be estimated when the sweep starts", soft_wrap=True)
         else:
-            console.print(f"{about}: {estimate['alpha']:.4g} ({estimate['source']})", soft_wrap=True)
+            console.print(f"{about}: α = {estimate['alpha']:.4g} ({estimate['source']})", soft_wrap=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..extras import check_trackers
 from ..models import DTYPES, LoraSettings, builtin_models
 from ..optim import create_optimizer
 from ..optim.registry import REGISTRY, resolve_name
@@ -84,6 +85,7 @@ class TrainConfig:
             if source is not None and source.endswith((".jsonl", ".json")) and not Path(source).is_file():
                 raise FileNotFoundError(f"{name}: no data file at {source}")
         get_schedule(self.schedule, self.steps, self.warmup_steps, **self.schedule_args)
+        check_trackers(self.trackers)
         for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "eval_batch_size", "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
