@@ -157,3 +157,17 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
     resumed = JsonlLog(tmp_path / "metrics.jsonl", resume_step=2)
     assert [r["step"] for r in resumed.kept] == [1, 2]
     assert (tmp_path / "metrics.jsonl").read_text().endswith('"grad_norm": 0.5}\n')
+
+
+def test_run_files_are_whole_strict_json(tmp_path):
+    from adamlab.models import LoraSettings
+    from adamlab.training import TrainConfig, train
+
+    out = tmp_path / "run"
+    train(TrainConfig(model="tiny-llama", task="ag_news", out=str(out), steps=2, batch_size=2, train_limit=4,
+                      eval_limit=2, max_seq_len=64, lora=LoraSettings(r=2, alpha=4)), show_progress=False)
+    for name in ("config.json", "result.json"):
+        json.loads((out / name).read_text(), parse_constant=_not_json)
+    for name in ("metrics.jsonl", "evals.jsonl", "predictions.jsonl"):
+        assert read_jsonl(out / name)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
