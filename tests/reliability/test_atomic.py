@@ -84,7 +84,7 @@ def test_rewrite_jsonl_keeps_only_the_given_records(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
     atomic.rewrite_jsonl(log, [r for r in atomic.read_jsonl(log) if r["step"] <= 1])
-    atomic.append_jsonl(log, [{"step": 2}], sync=True)
+    atomic.append_jsonl(log, [{"step": 2}])
     assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
 
 

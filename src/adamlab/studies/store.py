@@ -217,7 +217,6 @@ class StoreError(ValueError):
 class Store:
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        self.read_only = read_only
         self.db = _connect(self.path, read_only)
         try:
             if read_only:
