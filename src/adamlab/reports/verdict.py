@@ -181,7 +181,8 @@ def write_verdict_report(folder: str | Path) -> VerdictReport:
         "### Excluded", "\n".join(excluded),
         "### Cost",
         f"{cost['trial_steps']:,} trial-steps, {100 * cost['share_of_grid']:.1f}% of the {cost['grid_trial_steps']:,} "
-        f"a full grid with the same seeds would take; {cost['wall_seconds']:.0f} s.",
+        f"a full grid with the same seeds would take; {cost.get('trial_seconds', cost['wall_seconds']):.0f} s of "
+        "training and evaluation runs (wall time, over every invocation).",
         "## Every run (dev split)", _markdown_table(RUN_HEADERS, run_rows(runs, n_dev)),
     ]
     markdown = out / "report.md"
