@@ -103,10 +103,11 @@ RUN_HEADERS = ["stage", "configuration", "seed", "step", "status", "steps run", 
 
 def survival_png(curves, rungs: list[int], majority: float, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
-    for label, points in curves.items():
+    palette = plt.get_cmap("tab20")  # 20 distinct colours: the default cycle repeats after 10 configurations
+    for index, (label, points) in enumerate(curves.items()):
         steps = [s for s, a, _ in points if a is not None]
         values = [a for _, a, _ in points if a is not None]
-        line, = axes.plot(steps, values, marker="o", linewidth=1, label=label)
+        line, = axes.plot(steps, values, marker="o", linewidth=1, label=label, color=palette(index % 20))
         for step, accuracy, reason in points:
             if reason is not None and accuracy is not None:
                 axes.plot([step], [accuracy], marker="x", color=line.get_color(), markersize=10)
