@@ -17,6 +17,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from ._fused import check_fused, fused_adabelief, use_fused
 
 __all__ = ["AdaBelief"]
 
@@ -84,6 +85,8 @@ class AdaBelief(Optimizer):
             of none (default True).
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
+        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
+            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -101,11 +104,13 @@ class AdaBelief(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
         check_eps(eps)
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -118,6 +123,7 @@ class AdaBelief(Optimizer):
             degenerated_to_sgd=degenerated_to_sgd,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -145,6 +151,8 @@ class AdaBelief(Optimizer):
             if not params:
                 continue
             update = _multi_tensor_adabelief if use_foreach(group, params) else _single_tensor_adabelief
+            if use_fused(group, params):
+                update = fused_adabelief
             beta1, beta2 = group["betas"]
             update(
                 params,

@@ -17,6 +17,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from ._fused import check_fused, fused_adabound, use_fused
 
 __all__ = ["AdaBound"]
 
@@ -75,6 +76,8 @@ class AdaBound(Optimizer):
         amsbound: normalise by the running maximum of :math:`v_t` (AMSBound; default False).
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
+        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
+            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class AdaBound(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -99,6 +103,7 @@ class AdaBound(Optimizer):
             raise ValueError(f"Invalid gamma: {gamma!r} (expected a float in (0, 1))")
         check_eps(eps)
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -109,6 +114,7 @@ class AdaBound(Optimizer):
             amsbound=amsbound,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -145,6 +151,8 @@ class AdaBound(Optimizer):
             # final_lr follows the lr's moves since the group joined; a group that joined at lr 0 has no base
             final_lr = final_lr * lr / base_lr if base_lr > 0 else (final_lr if lr > 0 else 0.0)
             update = _multi_tensor_adabound if use_foreach(group, params) else _single_tensor_adabound
+            if use_fused(group, params):
+                update = fused_adabound
             beta1, beta2 = group["betas"]
             update(
                 params,

@@ -22,6 +22,7 @@ from ._common import (
     group_by_device_and_dtype,
     use_foreach,
 )
+from ._fused import check_fused, fused_adam_mini, use_fused
 
 __all__ = ["AdamMini", "PartitionEntry"]
 
@@ -131,6 +132,8 @@ class AdamMini(Optimizer):
         partition: ``"official"`` (the v1.1.1 rules) or ``"lora"`` (LoRA factors per row).
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
+        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
+            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class AdamMini(Optimizer):
         partition: str = "official",
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -188,6 +192,7 @@ class AdamMini(Optimizer):
             name = f"#{index}" if name is None else name.lower()
             decay = 0.0 if any(s in name for s in NO_DECAY_NAMES) else overrides.get("weight_decay", weight_decay)
             groups.append({**overrides, "params": [param], "name": name, "weight_decay": decay})
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -196,6 +201,7 @@ class AdamMini(Optimizer):
             partition=partition,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(groups, defaults)
         self._route()
@@ -358,7 +364,7 @@ class AdamMini(Optimizer):
             else:
                 mean_square = _block_mean_square(grad_blocks, rule)
             key = (group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"], group["maximize"],
-                   group["foreach"])
+                   group["foreach"], group.get("fused"))
             bucket = buckets.setdefault(key, (group, [], [], [], [], [], []))
             values = (param.view_as(m), grad_blocks, m, state["v" if rule == ADAM else "vmean"], mean_square,
                       state["step"])
@@ -367,6 +373,8 @@ class AdamMini(Optimizer):
 
         for group, params, grads, ms, vs, mean_squares, steps in buckets.values():
             update = _multi_tensor_adam_mini if use_foreach(group, params) else _single_tensor_adam_mini
+            if use_fused(group, params):
+                update = fused_adam_mini
             beta1, beta2 = group["betas"]
             update(
                 params,

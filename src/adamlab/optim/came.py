@@ -17,6 +17,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from ._fused import check_fused, fused_came, use_fused
 
 __all__ = ["CAME"]
 
@@ -76,6 +77,8 @@ class CAME(Optimizer):
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
+        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
+            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class CAME(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         if not isinstance(eps, (tuple, list)) or len(eps) != 2:
@@ -98,6 +102,7 @@ class CAME(Optimizer):
         check_eps(clip_threshold, name="clip_threshold")
         check_betas(betas, count=3)
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             eps=eps,
@@ -106,6 +111,7 @@ class CAME(Optimizer):
             weight_decay=weight_decay,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -132,6 +138,8 @@ class CAME(Optimizer):
             if not factored[0] and not unfactored[0]:
                 continue
             update = _multi_tensor_came if use_foreach(group, factored[0] + unfactored[0]) else _single_tensor_came
+            if use_fused(group, factored[0] + unfactored[0]):
+                update = fused_came
             beta1, beta2, beta3 = group["betas"]
             eps1, eps2 = group["eps"]
             update(

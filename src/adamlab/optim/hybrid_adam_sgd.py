@@ -20,6 +20,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from ._fused import check_fused, fused_hybrid_adam_sgd, use_fused
 
 __all__ = ["QWEN_CSQA", "BranchNorms", "HybridAdamSGD"]
 
@@ -99,6 +100,8 @@ class HybridAdamSGD(Optimizer):
         track_branch_norms: append one :class:`BranchNorms` per step to ``self.branch_norms`` (default off).
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
+        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
+            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -117,8 +120,10 @@ class HybridAdamSGD(Optimizer):
         track_branch_norms: bool = False,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_betas(betas)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -134,6 +139,7 @@ class HybridAdamSGD(Optimizer):
             track_branch_norms=track_branch_norms,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         _check_hparams(defaults)
         self.branch_norms: list[BranchNorms] = []
@@ -208,6 +214,8 @@ class HybridAdamSGD(Optimizer):
             beta1, beta2 = group["betas"]
             group["beta1"], group["beta2"] = beta1, beta2
             update = _multi_tensor_hybrid_adam_sgd if use_foreach(group, params) else _single_tensor_hybrid_adam_sgd
+            if use_fused(group, params):
+                update = fused_hybrid_adam_sgd
             update(
                 params,
                 grads,

@@ -22,6 +22,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from ._fused import check_fused, fused_adamw, use_fused
 
 __all__ = ["LDADAM_TARGETS", "LDAdamW", "ldadam_param_groups"]
 
@@ -136,6 +137,8 @@ class LDAdamW(Optimizer):
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path for the elementwise (non-low-rank) groups (``None`` = whenever the
             tensors allow it).
+        fused: use the compiled single-kernel path for the elementwise groups (default off); where no C++
+            compiler (CPU) or Triton (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -158,7 +161,9 @@ class LDAdamW(Optimizer):
         decomp_dtype: torch.dtype | str = torch.float32,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -176,6 +181,7 @@ class LDAdamW(Optimizer):
             decomp_dtype=decomp_dtype,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         _check_options(defaults)
         super().__init__(params, defaults)
@@ -276,6 +282,8 @@ class LDAdamW(Optimizer):
         if not params:
             return
         update = _multi_tensor_adamw if use_foreach(group, params) else _single_tensor_adamw
+        if use_fused(group, params):
+            update = fused_adamw
         beta1, beta2 = group["betas"]
         update(
             params,

@@ -15,6 +15,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from ._fused import check_fused, fused_lion, use_fused
 
 __all__ = ["Lion"]
 
@@ -49,6 +50,8 @@ class Lion(Optimizer):
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
+        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
+            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -60,11 +63,13 @@ class Lion(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
         check_nonnegative(weight_decay, "weight_decay")
-        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
+        check_fused(fused, foreach)
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -82,6 +87,8 @@ class Lion(Optimizer):
             if not params:
                 continue
             update = _multi_tensor_lion if use_foreach(group, params) else _single_tensor_lion
+            if use_fused(group, params):
+                update = fused_lion
             beta1, beta2 = group["betas"]
             update(
                 params,

@@ -17,6 +17,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from ._fused import check_fused, fused_yogi, use_fused
 
 __all__ = ["Yogi"]
 
@@ -59,6 +60,8 @@ class Yogi(Optimizer):
         weight_decay: L2 penalty :math:`\lambda` added to the gradient (default 0).
         maximize: maximize the objective instead of minimizing it.
         foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
+        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
+            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -72,12 +75,14 @@ class Yogi(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
         check_eps(eps)
         check_nonnegative(initial_accumulator, "initial_accumulator")
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -86,6 +91,7 @@ class Yogi(Optimizer):
             weight_decay=weight_decay,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -110,6 +116,8 @@ class Yogi(Optimizer):
             if not params:
                 continue
             update = _multi_tensor_yogi if use_foreach(group, params) else _single_tensor_yogi
+            if use_fused(group, params):
+                update = fused_yogi
             beta1, beta2 = group["betas"]
             update(
                 params,
