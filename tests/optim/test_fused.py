@@ -127,8 +127,10 @@ def test_state_dict_loads_across_paths(name: str) -> None:
         straight_params = make_params(torch.float32)
         straight = info.build(straight_params, **hparams, **paths[loaded_under])
         run(straight, straight_params, 10)
+        # elementwise, with an absolute floor of float32 rounding at the gradients' scale (1): a state entry
+        # that cancels to ~1e-3 carries the rounding of the unit-sized terms it was summed from
         for expected, actual in zip(straight_params + state_tensors(straight), params + state_tensors(resumed)):
-            assert relative_error(expected, actual) <= 1e-6, (saved_under, loaded_under)
+            torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-7, msg=f"{saved_under} -> {loaded_under}")
 
 
 def test_a_changing_lr_reuses_the_compiled_step() -> None:
@@ -183,7 +185,8 @@ def test_fused_argument_is_checked(name: str) -> None:
 
 
 def test_compiled_training_step_with_the_fused_optimizer_has_no_graph_break() -> None:
-    """A whole step (forward, backward, fused update) compiles as one graph: the fused update is traced into it."""
+    """A whole step (forward, backward, fused update) compiles as one graph: the fused update is traced into it.
+    ``zero_grad`` stays outside, as torch marks ``Optimizer.zero_grad`` as not traceable."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
     eager_model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
@@ -196,13 +199,15 @@ def test_compiled_training_step_with_the_fused_optimizer_has_no_graph_break() ->
         loss = torch.nn.functional.mse_loss(model(inputs), targets)
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad()
-        return loss
+        return loss.detach()
 
     compiled = torch.compile(train_step, fullgraph=True)
     for _ in range(3):
-        loss = compiled(model, optimizer)
+        with torch._dynamo.config.patch(trace_autograd_ops=True):  # backward() inside the graph
+            loss = compiled(model, optimizer)
         eager_loss = train_step(eager_model, eager_optimizer)
+        optimizer.zero_grad()
+        eager_optimizer.zero_grad()
         assert math.isclose(loss.item(), eager_loss.item(), rel_tol=1e-5)
     for p, q in zip(model.parameters(), eager_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

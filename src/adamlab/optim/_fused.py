@@ -97,7 +97,8 @@ def use_fused(group: dict, params: Sequence[Tensor]) -> bool:
     returns False when it cannot, so the caller falls back to its foreach path."""
     if not group.get("fused"):
         return False
-    for device_type in sorted({p.device.type for p in params}):
+    # inside a compiled training step the update is traced into that graph: the outer compile already runs
+    for device_type in [] if torch.compiler.is_compiling() else sorted({p.device.type for p in params}):
         reason = fused_unavailable_reason(device_type)
         if reason is not None:
             _warn_fallback(reason)
