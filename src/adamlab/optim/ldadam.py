@@ -470,13 +470,21 @@ def _lowrank_ldadam(
     maximize: bool,
 ) -> None:
     """One LDAdam step of a matrix, in left form (x = a, or a^T for right projection); the numbered steps are
-    spec §3's. Matmuls have no foreach kernels, so both paths run this."""
+    spec §3's. Matmuls have no foreach kernels, so both paths run this.
+
+    The step is bound by its full-size (d x D) passes, so each full-size result is one BLAS call writing one
+    buffer: the accumulated gradient is summed into the error buffer in place, B and the new error are each one
+    ``addmm`` over the stacked low-rank factors, and the update lands in the parameter with ``addmm_``. The
+    error buffer is reused from step to step rather than allocated (fresh memory costs a page fault per page on
+    CPU). The results equal the textbook order of operations to rounding."""
     decomp_dtype = _decomposition_dtype(decomp_dtype, dtype)
     g = grad.to(dtype)
-    if maximize:
-        g = -g
     # With ef_storage="grad", p.grad already is g + e (backward added onto the buffer step() left there).
-    a = g + state["error"] if error_feedback and "error" in state else g
+    error_buffer = state.get("error") if error_feedback else None
+    if error_buffer is not None:  # a = g + e, summed into e's buffer: the next error is written over it
+        a = error_buffer.sub_(g) if maximize else error_buffer.add_(g)
+    else:
+        a = -g if maximize else g
     x = a.mT if right else a
     p_old = state.get("projector")
 
@@ -486,13 +494,14 @@ def _lowrank_ldadam(
         p_new = _leading_singular_vectors(x, rank, right, proj_method, decomp_dtype)
     else:
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        b = (p_old @ (m / bc1_k)).mul_(rho).add_(x, alpha=1 - rho)
+        b = torch.addmm(x, p_old, m, beta=1 - rho, alpha=rho / bc1_k)  # rho P m / bc1 + (1 - rho) x
         if proj_method == "power_iteration":
             # One block power step on B B^T, warm-started at the old basis.
             y = b @ (b.mT @ p_old)
             p_new = torch.linalg.qr(y.to(decomp_dtype)).Q.to(dtype).contiguous()
         else:
             p_new = _leading_singular_vectors(b, rank, right, proj_method, decomp_dtype)
+        del b
 
     # (2) project the gradient; (3) the first moment in the new basis
     g_low = p_new.mT @ x
@@ -502,17 +511,25 @@ def _lowrank_ldadam(
         q = p_new.mT @ p_old
         m_rot = q @ m
 
-    # (4) the residual: what the projection dropped, plus the momentum lost by turning the subspace
+    # (4) the residual: what the projection dropped, plus the momentum lost by turning the subspace,
+    # x - P_new g_low + c (P_old m - P_new m_rot) = x + [P_old, P_new] [c m; -(g_low + c m_rot)]
     if error_feedback:
-        error = x - p_new @ g_low
-        if p_old is not None:
+        if p_old is None:
+            factors, coefficients = p_new, -g_low
+        else:
             c = beta1 / (1 - beta1)
-            error.add_(p_old @ m, alpha=c).sub_(p_new @ m_rot, alpha=c)
-        error = error.mT if right else error
+            factors = torch.cat([p_old, p_new], dim=1)
+            coefficients = torch.cat([m * c, -(g_low + m_rot * c)], dim=0)
+        # in the parameter's layout: for right projection error = a - (F C)^T = a - C^T F^T
+        left, right_factor = (coefficients.mT, factors.mT) if right else (factors, coefficients)
+        if a is error_buffer:
+            error = a.addmm_(left, right_factor)
+        else:
+            error = torch.addmm(a, left, right_factor)
         if ef_in_grad:
             grad.copy_(-error if maximize else error)
         else:
-            state["error"] = error.contiguous()
+            state["error"] = error
     else:
         state.pop("error", None)  # error feedback was switched off: the old buffer is never used again
 
@@ -525,13 +542,18 @@ def _lowrank_ldadam(
     m = m_rot.mul(beta1).add_(g_low, alpha=1 - beta1)
     v = v.mul(beta2).addcmul_(g_low, g_low, value=1 - beta2)
 
-    # (7) the update, decoupled weight decay
+    # (7) the update, decoupled weight decay: param <- (1 - lr wd) param - lr P direction, one addmm_
     bc1, bc2 = 1 - beta1 ** (k + 1), 1 - beta2 ** (k + 1)
     direction = m.div(bc1).div_((v / bc2).sqrt_().add_(eps))
-    update = p_new @ direction
-    if weight_decay != 0:
-        param.mul_(1 - lr * weight_decay)
-    param.add_(update.mT if right else update, alpha=-lr)
+    decay = 1 - lr * weight_decay
+    if param.dtype == dtype:
+        left, right_factor = (direction.mT, p_new.mT) if right else (p_new, direction)
+        param.addmm_(left, right_factor, beta=decay, alpha=-lr)
+    else:  # a parameter narrower than its state: the update is rounded into it once
+        update = p_new @ direction
+        if weight_decay != 0:
+            param.mul_(decay)
+        param.add_(update.mT if right else update, alpha=-lr)
     state["projector"], state["exp_avg"], state["exp_avg_sq"] = p_new, m, v
 
 
