@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..models import DTYPES, LoraSettings, builtin_models
-from ..optim import create_optimizer
+from ..optim import create_optimizer, fused_optimizer_args
 from ..optim.registry import resolve_name
 from ..schedules import get_schedule
 from ..tasks import get_task
@@ -54,6 +54,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, mlflow, wandb
+    fused_optimizer: bool | None = None  # the compiled optimizer step; None: on where it pays (adamlab.optim.fused)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field; checks names against the registries and
@@ -67,6 +68,7 @@ class TrainConfig:
         probe = [torch.nn.Parameter(torch.zeros(1))]
         if resolve_name(self.optimizer) != "adam_dds":
             create_optimizer(self.optimizer, probe, lr=self.lr, **self.optimizer_args)
+            fused_optimizer_args(self.optimizer, torch.nn.Linear(1, 1), self.fused_optimizer, self.optimizer_args)
         else:  # its step size comes from an estimate, given or made from the training data before step 1
             args = {k: v for k, v in self.optimizer_args.items() if k != "samples"}
             samples = self.optimizer_args.get("samples", DDS_SAMPLES)
@@ -119,7 +121,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
-        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers"}
+        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "fused_optimizer"}  # fused: same math
         return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored}))
 
     @property

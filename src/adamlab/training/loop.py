@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..encoding import IGNORE_INDEX, collate
 from ..evaluation import EvalResult, evaluate
-from ..optim import create_optimizer
+from ..optim import create_optimizer, fused_optimizer_args
 from ..optim.registry import resolve_name
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -106,7 +106,8 @@ def _build_optimizer(config: TrainConfig, model, head: str, pad_id: int, encoded
     first step (``samples`` examples, horizon = the run's steps); it is saved as stepsize.json in the run folder,
     and a resumed run reads it back instead of estimating again."""
     if resolve_name(config.optimizer) != "adam_dds":
-        return create_optimizer(config.optimizer, model, lr=config.lr, **config.optimizer_args)
+        fused = fused_optimizer_args(config.optimizer, model, config.fused_optimizer, config.optimizer_args)
+        return create_optimizer(config.optimizer, model, lr=config.lr, **config.optimizer_args, **fused)
     from ..stepsize import StepsizeEstimate, estimate_for_training
 
     args = dict(config.optimizer_args)
