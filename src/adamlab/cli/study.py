@@ -45,7 +45,7 @@ def _print_tables(report) -> None:
 
 @app.command()
 def sweep(
-    study: Annotated[Path, typer.Argument(help="the study spec (YAML)")],
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
     out: Annotated[Path | None, typer.Option(help="study folder (default: studies/runs/<name>)")] = None,
     executor: Annotated[str, typer.Option(
         help="where trials run: local (this machine: one at a time, or one per GPU) or ray (a Ray cluster)")] = "local",
@@ -126,26 +126,45 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
 
 @app.command()
 def report(study_dir: Annotated[Path, typer.Argument(help="a study folder (from `adamlab sweep`)")]) -> None:
-    """Write STUDY_DIR/report/ (report.md, tables as .tex and .csv, summary.json) from the results store."""
+    """Write STUDY_DIR/report/ (report.md, tables as .tex and .csv, summary.json) from the results store; for a
+    recommendation folder (from `adamlab recommend`), its verdict report."""
     from ..reports import write_report
+    from ..reports.verdict import write_verdict_report
+    from ..studies.recommend import RESULT_FILE
 
     with bad_input_exits_2():
+        if (study_dir / RESULT_FILE).is_file():
+            verdict = write_verdict_report(study_dir)
+            console.print(f"report: {verdict.markdown}\nhtml report: {verdict.html}", soft_wrap=True)
+            return
         written = write_report(study_dir)
     _print_tables(written)
 
 
 @app.command()
-def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")]) -> None:
-    """Check a study spec and every trial it expands to, without running anything."""
+def validate(
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
+) -> None:
+    """Check a study spec and every trial it expands to, without running anything (no model is loaded: learning-rate
+    estimates not made yet are listed, to be made at the start of the sweep)."""
     from ..studies import default_study_dir, expand_trials, load_spec
+    from ..studies.trials import ESTIMATES_FOLDER, PENDING
 
     with bad_input_exits_2():
         spec = load_spec(study)
-        trials = expand_trials(spec, default_study_dir(spec))
+        study_dir = default_study_dir(spec)
+        trials = expand_trials(spec, study_dir, estimates=study_dir / ESTIMATES_FOLDER, run_estimates=False)
     configurations = sum(arm.configurations for arm in spec.arms)
     console.print(f"{study}: ok, {len(trials)} trials = {len(spec.models)} models x {len(spec.tasks)} tasks x "
                   f"{configurations} configurations ({len(spec.arms)} arms) x {len(spec.seeds)} seeds", soft_wrap=True)
-    estimates = {(t.model, t.task): t.stepsize_estimate for t in trials if t.stepsize_estimate is not None}
-    for (model, task), estimate in estimates.items():
-        console.print(f"dds step size for {model} on {task}: α = {estimate['alpha']:.4g} ({estimate['source']})",
-                      soft_wrap=True)
+    estimates = {}  # one line per estimate: dds is per model and task, the other methods per optimizer too
+    for t in trials:
+        if t.stepsize_estimate is not None:
+            method = t.stepsize_estimate.get("lr_method", "dds")
+            estimates[(t.model, t.task, method, None if method == "dds" else t.optimizer)] = t.stepsize_estimate
+    for (model, task, method, optimizer), estimate in estimates.items():
+        about = f"{method} learning rate for {model} on {task}" + ("" if method == "dds" else f" ({optimizer})")
+        if estimate["source"] == PENDING:
+            console.print(f"{about}: to be estimated when the sweep starts", soft_wrap=True)
+        else:
+            console.print(f"{about}: {estimate['alpha']:.4g} ({estimate['source']})", soft_wrap=True)

@@ -23,6 +23,7 @@ from ._common import (
     use_foreach,
 )
 from ._fused import check_fused, fused_adamw, use_fused
+from .param_groups import no_weight_decay
 
 __all__ = ["LDADAM_TARGETS", "LDAdamW", "ldadam_param_groups"]
 
@@ -643,8 +644,6 @@ def ldadam_param_groups(
     factors (whose smaller side is the LoRA rank) unless ``rank`` is below the LoRA rank. ``verbose=True`` prints
     which parameter went where; ``return_summary=True`` returns ``(groups, summary)``.
     """
-    from .registry import no_weight_decay  # registry imports this module
-
     targets = tuple(t.lower() for t in targets)
     lowrank, decay, no_decay, rows, seen = [], [], [], [], set()
     for module_name, module in model.named_modules():

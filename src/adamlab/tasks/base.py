@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..extras import require
 from ..metrics import INVALID, classification_scores
 
 SPLITS = ("train", "eval")
@@ -181,10 +182,8 @@ class Task(ABC):
         return document, lambda index: f"{name}, record {index + 1}"
 
     def _read_hub(self, dataset_id: str, split: str) -> Records:
-        try:
-            import datasets
-        except ImportError as error:
-            raise ImportError(f"loading {dataset_id!r} from the Hugging Face Hub needs `datasets`") from error
+        require("datasets", "hub", f"loading {dataset_id!r} from the Hugging Face Hub")
+        import datasets  # optional (the hub extra), so imported only here
         hub_split = self.hub_splits[split]
         dataset = datasets.load_dataset(dataset_id, self.hub_configs.get(dataset_id), split=hub_split)
         return dataset, lambda index: f"{dataset_id} ({hub_split} split), row {index}"

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..encoding import IGNORE_INDEX, collate
+from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer, fused_optimizer_args
-from ..optim.registry import resolve_name
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import DDS_SAMPLES, TrainConfig
+from .config import TrainConfig
+from .losses import loss_targets, summed_loss
+from .lr_source import resolve_lr
 from .order import ExampleOrder
 from .setup import prepare_trial
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
@@ -70,24 +70,6 @@ def check_output_dir(config: TrainConfig) -> None:
         raise RunMismatchError(f"{out} is not empty and holds no adamlab run")
 
 
-def summed_loss(model, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
-    """The sum (not mean) of the batch's losses, in at least fp32, so the caller can normalise by the global
-    count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if head == "classifier":
-        return F.cross_entropy(logits, batch["labels"], reduction="sum")
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), reduction="sum",
-                           ignore_index=IGNORE_INDEX)
-
-
-def loss_targets(encoded) -> int:
-    """Targets in a batch: examples for a classifier, next-token labels (the first token has none) otherwise."""
-    if not isinstance(encoded[0].labels, list):
-        return len(encoded)
-    return sum(sum(label != IGNORE_INDEX for label in e.labels[1:]) for e in encoded)
-
-
 def _optimizer_mode(optimizer, mode: str) -> None:
     """Schedule-free optimizers keep two iterates and must be told which one the model should hold."""
     inner = getattr(optimizer, "optimizer", optimizer)
@@ -99,27 +81,6 @@ def _optimizer_mode(optimizer, mode: str) -> None:
 def _config_summary(optimizer) -> list[dict[str, Any]]:
     return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
             for group in optimizer.param_groups]
-
-
-def _build_optimizer(config: TrainConfig, model, head: str, pad_id: int, encoded) -> torch.optim.Optimizer:
-    """The configured optimizer. ``adam_dds`` without an ``estimate`` gets one from the training data before the
-    first step (``samples`` examples, horizon = the run's steps); it is saved as stepsize.json in the run folder,
-    and a resumed run reads it back instead of estimating again."""
-    if resolve_name(config.optimizer) != "adam_dds":
-        fused = fused_optimizer_args(config.optimizer, model, config.fused_optimizer, config.optimizer_args)
-        return create_optimizer(config.optimizer, model, lr=config.lr, **config.optimizer_args, **fused)
-    from ..stepsize import StepsizeEstimate, estimate_for_training
-
-    args = dict(config.optimizer_args)
-    samples = args.pop("samples", DDS_SAMPLES)
-    if "estimate" not in args:
-        saved = config.out_dir / "stepsize.json"
-        if saved.exists():
-            args["estimate"] = StepsizeEstimate.load(saved)
-        else:
-            args["estimate"] = estimate_for_training(model, head, encoded, pad_id, total_steps=config.steps,
-                                                     samples=samples, seed=config.seed)
-    return create_optimizer("adam_dds", model, **args)
 
 
 class _GracefulStop:
@@ -171,15 +132,17 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size {config.batch_size} must split evenly over {world} processes x "
                          f"{config.grad_accum} micro-batches")
-    optimizer = _build_optimizer(config, model, head, tokenizer.pad_token_id, encoded)
+    # The learning rate from its declared source; an estimate (adam_dds) is made here, on the model on its
+    # device, and cached in the run folder so a resumed run reads it back.
+    lr, lr_resolution = resolve_lr(config, inputs=inputs, show_progress=show_progress and accelerator.is_main_process)
+    hparams = config.split_optimizer_args()[0]
+    fused = fused_optimizer_args(config.optimizer, model, config.fused_optimizer, hparams)
+    optimizer = create_optimizer(config.optimizer, model, lr=lr, **hparams, **fused)
     scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        estimate = getattr(optimizer.optimizer, "estimate", None)
-        if estimate is not None and not (out / "stepsize.json").exists():
-            estimate.save(out / "stepsize.json")
     unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     track_update = sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS
@@ -218,11 +181,12 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     model.train()
     _optimizer_mode(optimizer, "train")
     step = start_step
+    end = config.steps if config.stop_at is None else config.stop_at  # the schedule still spans config.steps
     bar = progress_bar(show_progress and accelerator.is_main_process)
     with bar, _GracefulStop() as stop:
         bar_task = bar.add_task(f"{config.optimizer} on {config.task}", total=config.steps, completed=start_step,
                                 loss="-", lr="-")
-        while step < config.steps:
+        while step < end:
             started = time.perf_counter()
             batch_examples = [encoded[i] for i in order.batch(step)]
             targets = loss_targets(batch_examples)
@@ -272,7 +236,7 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
                 bar.update(bar_task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 run_eval(step)
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or stop.requested:
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or stop.requested or step == config.stop_at:
                 if accelerator.is_main_process:
                     save_checkpoint(out, step, unwrapped, optimizer, scheduler, config.keep_checkpoints,
                                     {"elapsed": elapsed, "tokens_seen": tokens_seen})
@@ -281,7 +245,9 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
                 status = "interrupted"
                 break
 
-    final = run_eval(step) if status == "done" else None
+    if status == "done" and step < config.steps:
+        status = "paused"  # at stop_at, checkpointed: the same config with a later stop_at continues from here
+    final = run_eval(step) if status in ("done", "paused") else None
     record = {
         "status": status,
         "steps_completed": step,
@@ -292,6 +258,7 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
         "model": loaded.info,
         "optimizer": {"name": config.optimizer, "class": type(getattr(optimizer, "optimizer", optimizer)).__name__,
                       "param_groups": _config_summary(optimizer)},
+        "lr": lr_resolution.to_dict(),
         "schedule": {"name": config.schedule, "warmup_steps": config.warmup_steps, **config.schedule_args},
         "data": {"n_train": len(encoded), "n_eval": len(eval_examples),
                  "n_truncated_train": sum(e.truncated for e in encoded)},
