@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import functools
 import math
-import shutil
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -118,17 +118,18 @@ def _compiled(update: Callable) -> Callable:
     def run(*args, **kwargs):
         if torch.compiler.is_compiling():
             return update(*args, **kwargs)
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, accumulated_recompile_limit=4 * RECOMPILE_LIMIT):
+        limits = dict(recompile_limit=RECOMPILE_LIMIT, accumulated_recompile_limit=4 * RECOMPILE_LIMIT)
+        with torch._dynamo.config.patch(**limits):
             return compiled(*args, **kwargs)
 
     return run
 
 
-def _groups(tensorlists: list[list[Tensor]]) -> Iterator[tuple[list[list[Tensor]], list[int], torch.device, torch.dtype]]:
+def _groups(tensorlists: list[list[Tensor]]) -> Iterator[tuple[list[list[Tensor]], list[int], torch.device]]:
     """Split parallel lists by (device, dtype), as torch.optim's fused kernels do; with the original positions."""
     grouped = Optimizer._group_tensors_by_device_and_dtype(tensorlists, with_indices=True)
-    for (device, dtype), (lists, positions) in grouped.items():
-        yield [list(t) for t in lists], list(positions), device, dtype
+    for (device, _), (lists, positions) in grouped.items():
+        yield [list(t) for t in lists], list(positions), device
 
 
 def _scalars(rows: list[list[float]], device: torch.device, *tensors: Tensor) -> Tensor:
@@ -165,7 +166,7 @@ _lion_kernel = _compiled(_lion_update)
 
 def fused_lion(params, grads, exp_avgs, *, lr, beta1, beta2, weight_decay, maximize) -> None:
     row = [_sign(maximize), 1 - lr * weight_decay, -lr, beta1, 1 - beta1, beta2, 1 - beta2]
-    for (ps, gs, ms), positions, device, _ in _groups([params, grads, exp_avgs]):
+    for (ps, gs, ms), positions, device in _groups([params, grads, exp_avgs]):
         _lion_kernel(ps, gs, ms, _scalars([row] * len(positions), device, ps[0]))
 
 
@@ -216,7 +217,7 @@ def fused_adabelief(
                 adaptive, sgd = 0.0, (-(1.0 / (1 - beta1**step)) * lr if degenerated_to_sgd else 0.0)
         rows.append([_sign(maximize), decay, l2, 1 - beta1, beta2, 1 - beta2, eps, denom_eps, adaptive, sgd])
     lists = [params, grads, exp_avgs, exp_avg_vars] + ([max_exp_avg_vars] if amsgrad else [])
-    for device_lists, positions, device, _ in _groups(lists):
+    for device_lists, positions, device in _groups(lists):
         maxes = device_lists[4] if amsgrad else []
         scalars = _scalars([rows[i] for i in positions], device, device_lists[0][0])
         _adabelief_kernel(*device_lists[:4], maxes, scalars, amsgrad, amsgrad and not rectify)
@@ -256,7 +257,7 @@ def fused_adabound(
             denom_max = step_size / lower if lower > 0 else math.inf
         rows.append([_sign(maximize), weight_decay, 1 - beta1, beta2, 1 - beta2, eps, neg_step, denom_min, denom_max])
     lists = [params, grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if amsbound else [])
-    for device_lists, positions, device, _ in _groups(lists):
+    for device_lists, positions, device in _groups(lists):
         maxes = device_lists[4] if amsbound else []
         scalars = _scalars([rows[i] for i in positions], device, device_lists[0][0])
         _adabound_kernel(*device_lists[:4], maxes, scalars, amsbound)
@@ -284,7 +285,7 @@ def fused_yogi(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2,
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
         eps_t, neg_step = eps * bias_correction2_sqrt, -lr * bias_correction2_sqrt / (1 - beta1**step)
         rows.append([_sign(maximize), weight_decay, 1 - beta1, -(1 - beta2), eps_t, neg_step])
-    for device_lists, positions, device, _ in _groups([params, grads, exp_avgs, exp_avg_sqs]):
+    for device_lists, positions, device in _groups([params, grads, exp_avgs, exp_avg_sqs]):
         _yogi_kernel(*device_lists, _scalars([rows[i] for i in positions], device, device_lists[0][0]))
 
 
@@ -310,7 +311,7 @@ def fused_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2
          -lr / (1 - beta1**step)]
         for step in steps
     ]
-    for device_lists, positions, device, _ in _groups([params, grads, exp_avgs, exp_avg_sqs]):
+    for device_lists, positions, device in _groups([params, grads, exp_avgs, exp_avg_sqs]):
         scalars = _scalars([rows[i] for i in positions], device, device_lists[0][0], device_lists[2][0])
         _adamw_kernel(*device_lists, scalars)
 
@@ -339,7 +340,7 @@ def fused_adam_mini(
         [_sign(maximize), decay, 1 - beta1, beta2, 1 - beta2, math.sqrt(1 - beta2**step), eps, -lr / (1 - beta1**step)]
         for step in steps
     ]
-    for device_lists, positions, device, _ in _groups([params, grads, ms, vs, mean_squares]):
+    for device_lists, positions, device in _groups([params, grads, ms, vs, mean_squares]):
         _adam_mini_kernel(*device_lists, _scalars([rows[i] for i in positions], device, device_lists[0][0]))
 
 
@@ -387,7 +388,7 @@ def fused_hybrid_adam_sgd(
         rows.append([_sign(maximize), -lr * weight_decay, 1 - beta1, beta2 - 1, 1 - beta2, momentum - 1, grad_weight,
                      eps_t, adam, sgd, -lr * adam, -lr * sgd])
     track = branch_norms is not None
-    for device_lists, positions, device, _ in _groups([params, grads, exp_avgs, exp_avg_sqs, momentum_bufs]):
+    for device_lists, positions, device in _groups([params, grads, exp_avgs, exp_avg_sqs, momentum_bufs]):
         scalars = _scalars([rows[i] for i in positions], device, device_lists[0][0])
         norms = _hybrid_adam_sgd_kernel(*device_lists, scalars, track)
         if track:
@@ -438,11 +439,13 @@ def fused_came(
     factored, unfactored, *, lr, beta1, beta2, beta3, eps1, eps2, clip_threshold, weight_decay, maximize
 ) -> None:
     row = [_sign(maximize), 1 - lr * weight_decay, -lr, 1 - beta1, 1 - beta2, 1 - beta3, eps1, eps2, clip_threshold]
-    # factored and unfactored lists go through the grouping together so each (device, dtype) is one graph
+    # Factored and unfactored tensors are grouped together so each (device, dtype) is one graph. The grouping
+    # takes lists of equal length, so an unfactored entry fills the four factored-statistics columns with its
+    # exp_avg_sq; the split below keeps only the first four columns for it.
     n_factored = len(factored[0])
     tensors = list(zip(*factored)) + [(p, g, m, s, s, s, s) for p, g, m, s in zip(*unfactored)]
     lists = [list(column) for column in zip(*tensors)]
-    for device_lists, positions, device, _ in _groups(lists):
+    for device_lists, positions, device in _groups(lists):
         is_factored = [i < n_factored for i in positions]
         fac = [[t for t, f in zip(column, is_factored) if f] for column in device_lists]
         unfac = [[t for t, f in zip(column, is_factored) if not f] for column in device_lists[:4]]

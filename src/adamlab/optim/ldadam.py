@@ -237,31 +237,42 @@ class LDAdamW(Optimizer):
         return group["completed_steps"] if group["step_counter"] == "global" else state["step"]
 
     def _step_lowrank(self, group: dict) -> None:
+        """The group's matrices in two passes: first each accumulated gradient and its power-iteration block, then
+        the QR of every block (same-shaped ones in one batched call) and the rest of each matrix's step."""
         beta1, beta2 = group["betas"]
+        matrices = []
         for p, grad in params_with_grad(group, "LDAdamW"):
             state = self.state[p]
             if not state:
                 _check_lowrank_shape(p, group["rank"], group["proj_type"], warn=False)
                 state["step"] = 0
-            _lowrank_ldadam(
-                p,
-                grad,
-                state,
+            options = dict(
                 k=self._steps_before(group, state),
-                lr=group["lr"],
                 beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                rank=group["rank"],
                 rho=group["rho"],
                 right=_projects_right(*p.shape, group["proj_type"]),
                 proj_method=group["proj_method"],
                 error_feedback=group["error_feedback"],
-                ef_in_grad=group["ef_storage"] == "grad",
                 dtype=_state_dtype(group, p),
-                decomp_dtype=group["decomp_dtype"],
                 maximize=group["maximize"],
+            )
+            matrices.append((p, grad, state, options, *_accumulate_and_power_step(grad, state, **options)))
+        projectors = _orthonormal_bases([block for *_, block in matrices], group["decomp_dtype"])
+        for (p, grad, state, options, a, _), p_new in zip(matrices, projectors):
+            _lowrank_ldadam(
+                p,
+                grad,
+                state,
+                a=a,
+                p_new=p_new,
+                lr=group["lr"],
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                rank=group["rank"],
+                ef_in_grad=group["ef_storage"] == "grad",
+                decomp_dtype=group["decomp_dtype"],
+                **options,
             )
             state["step"] += 1
 
@@ -449,11 +460,61 @@ def _leading_singular_vectors(x: Tensor, rank: int, right: bool, method: str, de
     return vectors[:, :rank].to(x.dtype).contiguous()
 
 
+def _accumulate_and_power_step(
+    grad: Tensor,
+    state: dict,
+    *,
+    k: int,
+    beta1: float,
+    rho: float,
+    right: bool,
+    proj_method: str,
+    error_feedback: bool,
+    dtype: torch.dtype,
+    maximize: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The first half of spec §3 (1) for one matrix: the accumulated gradient a = g + e, summed into the error
+    buffer (the next error is written over it, so no buffer is allocated per step), and the power-iteration block
+    Y = B B^T P_old whose QR gives the new basis; Y is None where the basis comes from an SVD (first step, SVD
+    methods)."""
+    g = grad.to(dtype)
+    # With ef_storage="grad", p.grad already is g + e (backward added onto the buffer step() left there).
+    error_buffer = state.get("error") if error_feedback else None
+    if error_buffer is not None:
+        a = error_buffer.sub_(g) if maximize else error_buffer.add_(g)
+    else:
+        a = -g if maximize else g
+    p_old = state.get("projector")
+    if p_old is None or proj_method != "power_iteration":
+        return a, None
+    x = a.mT if right else a
+    # One block power step on B B^T, warm-started at the old basis; B = rho P m / bc1 + (1 - rho) x in one addmm.
+    b = torch.addmm(x, p_old, state["exp_avg"], beta=1 - rho, alpha=rho / (1 - beta1**k))
+    return a, b @ (b.mT @ p_old)
+
+
+def _orthonormal_bases(blocks: list[Tensor | None], decomp_dtype: torch.dtype | str) -> list[Tensor | None]:
+    """Q of each block's QR, in the block's dtype (None stays None). Same-shaped blocks (a model's q/k/v/o or
+    its MLP matrices) go through ``torch.linalg.qr`` as one batch: one call instead of one per matrix."""
+    batches: dict[tuple, list[int]] = {}
+    for i, block in enumerate(blocks):
+        if block is not None:
+            batches.setdefault((block.shape, block.dtype, block.device), []).append(i)
+    bases: list[Tensor | None] = [None] * len(blocks)
+    for (_, dtype, _), members in batches.items():
+        stacked = torch.stack([blocks[i] for i in members]).to(_decomposition_dtype(decomp_dtype, dtype))
+        for i, q in zip(members, torch.linalg.qr(stacked).Q.to(dtype).unbind()):
+            bases[i] = q.contiguous()
+    return bases
+
+
 def _lowrank_ldadam(
     param: Tensor,
     grad: Tensor,
     state: dict,
     *,
+    a: Tensor,
+    p_new: Tensor | None,
     k: int,
     lr: float,
     beta1: float,
@@ -470,39 +531,29 @@ def _lowrank_ldadam(
     decomp_dtype: torch.dtype | str,
     maximize: bool,
 ) -> None:
-    """One LDAdam step of a matrix, in left form (x = a, or a^T for right projection); the numbered steps are
-    spec §3's. Matmuls have no foreach kernels, so both paths run this.
+    """The rest of one LDAdam step of a matrix after ``_accumulate_and_power_step`` (``a``) and the batched QR
+    (``p_new``, or None to take it from an SVD here), in left form (x = a, or a^T for right projection); the
+    numbered steps are spec §3's. Matmuls have no foreach kernels, so both paths run this.
 
     The step is bound by its full-size (d x D) passes, so each full-size result is one BLAS call writing one
-    buffer: the accumulated gradient is summed into the error buffer in place, B and the new error are each one
-    ``addmm`` over the stacked low-rank factors, and the update lands in the parameter with ``addmm_``. The
-    error buffer is reused from step to step rather than allocated (fresh memory costs a page fault per page on
-    CPU). The results equal the textbook order of operations to rounding."""
+    buffer: B and the new error are each one ``addmm`` over the stacked low-rank factors, the error is written
+    into the buffer that held a, and the update lands in the parameter with ``addmm_``. The results equal the
+    textbook order of operations to rounding."""
     decomp_dtype = _decomposition_dtype(decomp_dtype, dtype)
-    g = grad.to(dtype)
-    # With ef_storage="grad", p.grad already is g + e (backward added onto the buffer step() left there).
     error_buffer = state.get("error") if error_feedback else None
-    if error_buffer is not None:  # a = g + e, summed into e's buffer: the next error is written over it
-        a = error_buffer.sub_(g) if maximize else error_buffer.add_(g)
-    else:
-        a = -g if maximize else g
     x = a.mT if right else a
     p_old = state.get("projector")
 
-    # (1) the subspace
+    # (1) the subspace, where it is not the power step's QR
     bc1_k, bc2_k = 1 - beta1**k, 1 - beta2**k
     if p_old is None:
         p_new = _leading_singular_vectors(x, rank, right, proj_method, decomp_dtype)
-    else:
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        b = torch.addmm(x, p_old, m, beta=1 - rho, alpha=rho / bc1_k)  # rho P m / bc1 + (1 - rho) x
-        if proj_method == "power_iteration":
-            # One block power step on B B^T, warm-started at the old basis.
-            y = b @ (b.mT @ p_old)
-            p_new = torch.linalg.qr(y.to(decomp_dtype)).Q.to(dtype).contiguous()
-        else:
-            p_new = _leading_singular_vectors(b, rank, right, proj_method, decomp_dtype)
+    elif p_new is None:
+        b = torch.addmm(x, p_old, state["exp_avg"], beta=1 - rho, alpha=rho / bc1_k)  # rho P m / bc1 + (1 - rho) x
+        p_new = _leading_singular_vectors(b, rank, right, proj_method, decomp_dtype)
         del b
+    if p_old is not None:
+        m, v = state["exp_avg"], state["exp_avg_sq"]
 
     # (2) project the gradient; (3) the first moment in the new basis
     g_low = p_new.mT @ x
