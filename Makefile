@@ -36,7 +36,7 @@ browser:
 # split by successive halving; prints the verdict and writes recommendation.json and its report.
 # Interrupted, it continues where it stopped when run again.
 demo: $(STAMP)
-	$(BIN)/adamlab recommend src/adamlab/studies/specs/recommend_demo.yaml --out studies/runs/recommend_demo
+	$(BIN)/adamlab recommend recommend_demo --out studies/runs/recommend_demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/optim_step.py

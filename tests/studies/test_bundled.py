@@ -10,6 +10,7 @@ import adamlab
 from adamlab.cli import app
 from adamlab.optim import registry
 from adamlab.studies import bundled_studies, copy_study, expand_trials, load_spec, resolve_spec
+from adamlab.studies.recommend import load_recommend_spec
 
 runner = CliRunner()
 
@@ -21,7 +22,11 @@ def missing_optimizers(name: str) -> list[str]:
     return [o for o in NEEDS.get(name, ()) if o not in registry.REGISTRY or not registry.REGISTRY[o].installed]
 
 
-@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.yaml")), ids=lambda path: path.name)
+RECOMMEND = {"recommend_demo.yaml"}  # `mode: recommend` specs, read by `adamlab recommend`
+
+
+@pytest.mark.parametrize("path", sorted(p for p in STUDIES.glob("*.yaml") if p.name not in RECOMMEND),
+                         ids=lambda path: path.name)
 def test_bundled_study_validates(path, tmp_path):
     missing = missing_optimizers(path.name)
     if missing:
@@ -33,9 +38,14 @@ def test_bundled_study_validates(path, tmp_path):
     assert spec.name == path.stem and trials
 
 
+def test_bundled_recommendations_load_by_name(tmp_path):
+    for name in RECOMMEND:
+        assert load_recommend_spec(Path(name).stem, tmp_path) == load_recommend_spec(STUDIES / name, tmp_path)
+
+
 def test_the_bundled_studies_are_all_there():
     assert {p.name for p in STUDIES.glob("*.yaml")} == {"demo.yaml", "smollm2_cpu.yaml", "adamdds_paper.yaml",
-                                                        "hybrid_csqa.yaml", "memory_efficient.yaml"}
+                                                        "hybrid_csqa.yaml", "memory_efficient.yaml", *RECOMMEND}
 
 
 def test_bundled_studies_resolve_by_name_and_a_path_wins(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ def optimizers() -> None:
         installed = "yes" if spec.installed else f"[yellow]pip install 'adamlab[{spec.extra}]'[/]"
         table.add_row(name, spec.source, installed, ", ".join(spec.aliases), spec.summary)
     table.add_row("lookahead", "adamlab", "yes", "", "Lookahead(k, alpha) around any optimizer above (base=...)")
+    table.add_row("switch", "adamlab", "yes", "", "the optimizers above over step ranges (phases=..., milestones=...)")
     Console().print(table)
 
 

@@ -45,7 +45,6 @@ __all__ = [
     "use_fused",
     "fused_adabelief",
     "fused_adabound",
-    "fused_adam_mini",
     "fused_adamw",
     "fused_came",
     "fused_hybrid_adam_sgd",
@@ -103,6 +102,9 @@ def use_fused(group: dict, params: Sequence[Tensor]) -> bool:
         if reason is not None:
             _warn_fallback(reason)
             return False
+    if any(p.is_complex() for p in params):
+        _warn_fallback("complex parameters step as real pairs on the foreach path")
+        return False
     for p in params:
         if not p.is_floating_point() or p.is_sparse:
             raise RuntimeError(f"fused=True needs dense floating-point parameters, got {p.dtype} ({p.layout})")
@@ -289,15 +291,18 @@ def fused_yogi(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2,
         _yogi_kernel(*device_lists, _scalars([rows[i] for i in positions], device, device_lists[0][0]))
 
 
-# --- AdamW (LDAdam's dense groups) ----------------------------------------------------------------
+# --- AdamW (LDAdam's full-rank groups, Adam-mini) -------------------------------------------------
 
 
-def _adamw_update(params, grads, exp_avgs, exp_avg_sqs, scalars):
+def _adamw_update(params, grads, exp_avgs, exp_avg_sqs, grad_squares, scalars, has_squares: bool):
+    # Adam-mini's second moment is one value per block row or per tensor: it broadcasts over m (viewed a block
+    # per row) and takes the block means of g^2 (grad_squares) instead of the elementwise g^2
     for i, (param, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         sign, decay, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step = scalars[i].unbind()
         grad = grad.to(exp_avg.dtype) * sign  # the state can be wider than the parameter (LDAdam's state_dtype)
         new_exp_avg = exp_avg.copy_(_lerp(exp_avg, grad, one_minus_beta1))
-        new_sq = exp_avg_sq.copy_(exp_avg_sq * beta2 + grad * grad * one_minus_beta2)
+        square = grad_squares[i] if has_squares else grad * grad
+        new_sq = exp_avg_sq.copy_(exp_avg_sq * beta2 + square * one_minus_beta2)
         denom = new_sq.sqrt() / bias_correction2_sqrt + eps
         param.copy_(param * decay + neg_step * (new_exp_avg / denom))
 
@@ -305,43 +310,21 @@ def _adamw_update(params, grads, exp_avgs, exp_avg_sqs, scalars):
 _adamw_kernel = _compiled(_adamw_update)
 
 
-def fused_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay, maximize) -> None:
+def fused_adamw(
+    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay, maximize, grad_squares=None
+) -> None:
+    """The fused ``adamlab.optim._adamw`` update (same signature)."""
     rows = [
         [_sign(maximize), 1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, math.sqrt(1 - beta2**step), eps,
          -lr / (1 - beta1**step)]
         for step in steps
     ]
-    for device_lists, positions, device in _groups([params, grads, exp_avgs, exp_avg_sqs]):
+    has_squares = grad_squares is not None
+    lists = [params, grads, exp_avgs, exp_avg_sqs] + ([grad_squares] if has_squares else [])
+    for device_lists, positions, device in _groups(lists):
+        squares = device_lists[4] if has_squares else []
         scalars = _scalars([rows[i] for i in positions], device, device_lists[0][0], device_lists[2][0])
-        _adamw_kernel(*device_lists, scalars)
-
-
-# --- Adam-mini ------------------------------------------------------------------------------------
-
-
-def _adam_mini_update(params, grads, ms, vs, mean_squares, scalars):
-    # v is full size, one value per block row, or one per tensor: it broadcasts over m (viewed a block per row)
-    for i, (param, grad, m, v, mean_square) in enumerate(zip(params, grads, ms, vs, mean_squares)):
-        sign, decay, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step = scalars[i].unbind()
-        new_v = v.copy_(v * beta2 + mean_square * one_minus_beta2)
-        new_m = m.copy_(_lerp(m, grad * sign, one_minus_beta1))
-        denom = new_v.sqrt() / bias_correction2_sqrt + eps
-        param.copy_(param * decay + neg_step * (new_m / denom))
-
-
-_adam_mini_kernel = _compiled(_adam_mini_update)
-
-
-def fused_adam_mini(
-    params, grads, ms, vs, mean_squares, steps, *, lr, beta1, beta2, eps, weight_decay, maximize
-) -> None:
-    decay = 1 - lr * weight_decay if weight_decay > 0 else 1.0
-    rows = [
-        [_sign(maximize), decay, 1 - beta1, beta2, 1 - beta2, math.sqrt(1 - beta2**step), eps, -lr / (1 - beta1**step)]
-        for step in steps
-    ]
-    for device_lists, positions, device in _groups([params, grads, ms, vs, mean_squares]):
-        _adam_mini_kernel(*device_lists, _scalars([rows[i] for i in positions], device, device_lists[0][0]))
+        _adamw_kernel(*device_lists[:4], squares, scalars, has_squares)
 
 
 # --- HybridAdamSGD --------------------------------------------------------------------------------

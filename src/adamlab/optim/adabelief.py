@@ -1,3 +1,9 @@
+"""AdaBelief: Adam whose second moment tracks how far the gradient strays from its running mean.
+
+``AdaBelief`` holds the algorithm (its class docstring) and the ``step`` loop; the update itself lives in
+``_single_tensor_adabelief`` (the readable reference) and ``_multi_tensor_adabelief`` (``torch._foreach_*``).
+"""
+
 from __future__ import annotations
 
 import math
@@ -12,9 +18,11 @@ from ._common import (
     check_eps,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 from ._fused import check_fused, fused_adabelief, use_fused
@@ -22,6 +30,7 @@ from ._fused import check_fused, fused_adabelief, use_fused
 __all__ = ["AdaBelief"]
 
 
+@document_args("maximize", "foreach", "fused")
 class AdaBelief(Optimizer):
     r"""AdaBelief: Adam whose step is scaled by the belief in the observed gradient (Zhuang et al., 2020,
     "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients", NeurIPS,
@@ -83,10 +92,6 @@ class AdaBelief(Optimizer):
         rectify: use the RAdam-style rectified update (default True).
         degenerated_to_sgd: while rectifying and :math:`\rho_t < 5`, take an SGD-with-momentum step instead
             of none (default True).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
-        fused: use the compiled single-kernel path (default off); where no C++ compiler (CPU) or Triton
-            (CUDA) is available it warns once and uses the foreach path.
     """
 
     def __init__(
@@ -212,6 +217,9 @@ def _single_tensor_adabelief(
     degenerated_to_sgd: bool,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_vars, max_exp_avg_vars = real_views(
+        params, grads, exp_avgs, exp_avg_vars, max_exp_avg_vars
+    )
     for i, (param, grad, exp_avg, exp_avg_var, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_vars, steps)):
         if maximize:
             grad = -grad

@@ -48,6 +48,7 @@ from ..tasks import get_task
 from ..tasks.base import Example, Task
 from ..training import TrainConfig
 from ..training.lr_source import LRSource, resolve_lr
+from .bundled import resolve_spec
 from .confidence import bootstrap_draws, binomial_se, difference, interval, probability_best
 from .devsplit import DevSplit, carve_dev_split
 from .executors import get_executor, run_trial
@@ -655,9 +656,7 @@ SPEC_KEYS = {f.name for f in RecommendSettings.__dataclass_fields__.values()} - 
 def load_recommend_spec(path: str | Path, out: str | Path) -> RecommendSettings:
     """A recommendation from a YAML spec with ``mode: recommend`` and the keys of ``RecommendSettings``; an error
     names the file and the key's line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no study spec at {path}")
+    path = resolve_spec(path)  # a file, or a bundled study by name
     text = path.read_text()
     try:
         document = yaml.compose(text)

@@ -1,7 +1,7 @@
 """What every benchmark task provides: examples as chat prompts plus targets, a strict parser and official scoring.
 
 The harness (tokenisation, loss masking, generation) sees only this interface. Each task builds its prompt in one
-method, used for both the training example and the evaluation input, so the two cannot drift apart (protocols.md
+method, used for both the training example and the evaluation input, so the two cannot drift apart (docs/protocols.md
 §G.4). Parsers never guess: an output they cannot read is ``None``, which scoring counts as wrong and reports as
 ``n_invalid`` (§G.1-2).
 """
