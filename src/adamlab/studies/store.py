@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..training.records import StepRecord
 from .spec import StudySpec
 from .trials import Trial
 
@@ -37,6 +39,8 @@ FINISHED = ("done", "diverged")
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 10 * HEARTBEAT_SECONDS
 BUSY_TIMEOUT_SECONDS = 60.0  # how long a writer waits for another's transaction before giving up
+
+STEP_COLUMNS = StepRecord.measurements()  # one column per measurement of a step: a new field is a new column
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
@@ -73,13 +77,7 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE TABLE IF NOT EXISTS step_metrics (
     trial TEXT NOT NULL REFERENCES trials(key),
     step INTEGER NOT NULL,
-    loss REAL,
-    lr REAL,
-    grad_norm REAL,
-    update_norm REAL,
-    step_seconds REAL,
-    tokens_per_second REAL,
-    memory TEXT,                        -- JSON: RSS or CUDA bytes, GPU utilisation
+    {"".join(f"{column} REAL,{chr(10)}    " for column in STEP_COLUMNS)}memory TEXT, -- JSON: RSS or CUDA bytes, GPU use
     PRIMARY KEY (trial, step)
 );
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -109,9 +107,6 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 """
 ROW_TABLES = ("step_metrics", "evaluations", "environment", "run_records", "predictions")
-
-STEP_COLUMNS = ("loss", "lr", "grad_norm", "update_norm", "step_seconds", "tokens_per_second")
-
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -163,7 +158,7 @@ class TrialOutcome:
     steps_completed: int = 0
     wall_seconds: float = 0.0
     error: str | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)  # the run's metrics.jsonl records
+    steps: list[dict[str, Any]] = field(default_factory=list)  # StepRecord.to_dict() of each step (metrics.jsonl)
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # its evals.jsonl records
     environment: dict[str, Any] | None = None
     record: dict[str, Any] | None = None  # the run's result.json, for a trial that finished training
@@ -215,17 +210,39 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class StoreError(ValueError):
+    """A results store that cannot be used (damaged, or not an adamlab store); the message names the file."""
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        self.db = _connect(self.path)
-        self.db.executescript(SCHEMA)
+        self.db = _connect(self.path, read_only)
+        try:
+            if read_only:
+                tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "trials" not in tables or "studies" not in tables:
+                    raise StoreError(f"{self.path} holds no adamlab results (an empty file, or another database)")
+            else:
+                self.db.executescript(SCHEMA)
+                _add_new_step_columns(self.db)
+        except sqlite3.DatabaseError as error:
+            self.db.close()
+            raise StoreError(f"{self.path} is not a readable results store ({error}); move it aside and run the "
+                             "sweep again to rebuild it from the trial folders' results") from None
+        except BaseException:
+            self.db.close()
+            raise
 
     @classmethod
-    def open(cls, study_dir: str | Path, create: bool = False) -> Store:
+    def open(cls, study_dir: str | Path, create: bool = False, read_only: bool = False) -> Store:
+        """The study's store. ``read_only`` (for status and reports) never writes: not the schema, not a journal,
+        and it works in a folder the user cannot write to."""
         path = Path(study_dir) / STORE_FILE
         if not create and not path.is_file():
             raise FileNotFoundError(f"{study_dir} holds no study results (no {STORE_FILE}); run `adamlab sweep` first")
+        if read_only:
+            return cls(path, read_only=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
@@ -434,12 +451,35 @@ class Heartbeat:
             db.close()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        # mode=ro never creates or changes the file. A WAL store also needs its -shm index; where the folder is
+        # read-only and there is none (the last writer closed cleanly and removed it), nobody can be writing, so
+        # the file is opened as immutable, which needs no index.
+        writable = os.access(path.parent, os.W_OK) and _folder_accepts_files(path.parent)
+        uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if writable else "&immutable=1")
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        return db
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)  # transactions are explicit
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA foreign_keys = ON")
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as error:
+        db.close()
+        raise StoreError(f"{path} is not a readable results store ({error}); move it aside and run the sweep again "
+                         "to rebuild it from the trial folders' results") from None
     return db
+
+
+def _folder_accepts_files(folder: Path) -> bool:
+    """``os.access`` says yes to root on a read-only mount: only creating a file tells for sure."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def _dumps(value: Any) -> str | None:
@@ -447,4 +487,16 @@ def _dumps(value: Any) -> str | None:
 
 
 def _memory(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k.endswith("_bytes") or k.startswith("gpu_")}
+    return StepRecord.from_dict(record).memory
+
+
+def _add_new_step_columns(db: sqlite3.Connection) -> None:
+    """A study made before a measurement joined ``StepRecord`` gets its column (empty for the old rows)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(step_metrics)")}
+    for column in STEP_COLUMNS:
+        if column not in present:
+            try:
+                db.execute(f"ALTER TABLE step_metrics ADD COLUMN {column} REAL")
+            except sqlite3.OperationalError as error:  # another coordinator added it first
+                if "duplicate column" not in str(error):
+                    raise

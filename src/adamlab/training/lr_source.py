@@ -50,8 +50,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..optim import create_optimizer
 from ..stepsize import lr_range_test
 from ..stepsize.suggest import SUGGESTION_METHODS, MethodSettings, suggest_lr
-from .config import DDS_SAMPLES, TrainConfig
-from .estimates import estimate_for_training
+from .config import TrainConfig
+from .estimates import estimate_for_inputs
 from .losses import loss_targets, training_loss
 from .setup import TrialInputs, prepare_trial
 
@@ -306,13 +306,8 @@ def estimate_progress(enabled: bool, description: str) -> Iterator[ProgressFn]:
 
 
 def _dds_estimate(config: TrainConfig, inputs: TrialInputs, progress: ProgressFn | None, **options: Any) -> dict:
-    """The AdamDDS estimate on ``samples`` training examples (the config's optimizer_args, default DDS_SAMPLES),
-    horizon = the run's steps; ``options`` override any of these and go to ``estimate_stepsize``."""
-    loaded = inputs.loaded
-    settings = {"total_steps": config.steps, "samples": config.optimizer_args.get("samples", DDS_SAMPLES),
-                "seed": config.seed, "model_id": config.model, "adapter_config": loaded.info.get("lora"), **options}
-    return estimate_for_training(loaded.model, loaded.head, inputs.encoded, loaded.tokenizer.pad_token_id,
-                                 progress=progress, **settings).to_dict()
+    """The AdamDDS estimate for the planned run (``estimates.estimate_for_inputs``)."""
+    return estimate_for_inputs(config, inputs, progress=progress, **options).to_dict()
 
 
 def _range_test_estimate(config: TrainConfig, inputs: TrialInputs, progress: ProgressFn | None,
