@@ -29,7 +29,7 @@ from ..atomic import check_writable_folder, finite_record, read_json, rewrite_js
 from ..atomic import read_jsonl as atomic_read_jsonl
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
-from ..optim import create_optimizer
+from ..optim import create_optimizer, fused_optimizer_args
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -198,7 +198,9 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     # device, and cached in the run folder so a resumed run reads it back.
     lr, lr_resolution = resolve_lr(config, inputs=inputs,
                                    show_progress=show_progress and accelerator.is_main_process)
-    optimizer = create_optimizer(config.optimizer, model, lr=lr, **config.split_optimizer_args()[0])
+    hparams = config.split_optimizer_args()[0]
+    fused = fused_optimizer_args(config.optimizer, model, config.fused_optimizer, hparams)
+    optimizer = create_optimizer(config.optimizer, model, lr=lr, **hparams, **fused)
     scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
