@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..console import phase
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer
@@ -118,7 +119,8 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
         return TrainResult(record["status"], record["steps_completed"], record["metrics"], out, record)
 
     # Everything that can fail on bad input (model, data, optimizer) happens before anything is written.
-    inputs = prepare_trial(config)
+    with phase(f"loading {config.model} and {config.task}", show_progress):
+        inputs = prepare_trial(config)
     task, loaded, encoded = inputs.task, inputs.loaded, inputs.encoded
     model, tokenizer, head = loaded.model, loaded.tokenizer, loaded.head
     eval_examples = task.load("eval", config.eval_source, config.eval_limit)
@@ -163,8 +165,9 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
         result = None
         if accelerator.is_main_process:
             _optimizer_mode(optimizer, "eval")
-            result = evaluate(unwrapped, tokenizer, head, task, eval_examples, mode=config.eval_mode,
-                              batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
+            with phase(f"evaluating at step {step} on {len(eval_examples)} examples", show_progress):
+                result = evaluate(unwrapped, tokenizer, head, task, eval_examples, mode=config.eval_mode,
+                                  batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
             _optimizer_mode(optimizer, "train")
             eval_log.write({"step": step, **result.metrics, "seconds": result.seconds})
             if config.trackers:
