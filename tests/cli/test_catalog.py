@@ -19,7 +19,7 @@ def test_piped_optimizers_are_one_whole_tab_separated_line_each():
     lines = result.output.splitlines()
     assert lines[0].split("\t") == ["name", "source", "installed", "aliases", "algorithm"]
     rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
-    assert set(rows) == {*registry.REGISTRY, "lookahead"}
+    assert set(rows) == {*registry.REGISTRY, "lookahead", "switch"}
     for name, spec in registry.REGISTRY.items():
         assert rows[name][4] == spec.summary and rows[name][3] == ", ".join(spec.aliases)
     assert "…" not in result.output

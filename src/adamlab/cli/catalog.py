@@ -21,6 +21,7 @@ def optimizers() -> None:
     rows = [(name, spec.source, "yes" if spec.installed else f"no: [{spec.extra}]", ", ".join(spec.aliases),
              spec.summary) for name, spec in sorted(registry.REGISTRY.items())]
     rows.append(("lookahead", "adamlab", "yes", "", "Lookahead(k, alpha) around any optimizer above (base=...)"))
+    rows.append(("switch", "adamlab", "yes", "", "the optimizers above over step ranges (phases=..., milestones=...)"))
     console = Console()
     if not console.is_terminal:
         print("\t".join(("name", "source", "installed", "aliases", "algorithm")))
