@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_bytes, write_text
 from ..extras import require
 from .store import Store
 from .sweep import RUNS_FOLDER
@@ -84,14 +83,10 @@ def write_results(study: str | Path, fmt: str, out: str | Path) -> Path:
         require("pyarrow", "results", "writing Parquet")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        if fmt == "parquet":
-            results_dataframe(study).to_parquet(temporary, index=False)
-        else:
-            Path(temporary).write_text(results_text(study, fmt), encoding="utf-8")
-        os.replace(temporary, out)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    if fmt == "parquet":
+        buffer = io.BytesIO()
+        results_dataframe(study).to_parquet(buffer, index=False)
+        write_bytes(out, buffer.getvalue())
+    else:
+        write_text(out, results_text(study, fmt))
     return out
