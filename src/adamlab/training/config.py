@@ -86,7 +86,7 @@ class TrainConfig:
             source = getattr(self, name)
             if source is not None and source.endswith((".jsonl", ".json")) and not Path(source).is_file():
                 raise FileNotFoundError(f"{name}: no data file at {source}")
-        get_schedule(self.schedule, self.steps, self.warmup_steps, **self.schedule_args)
+        get_schedule(self.schedule, self.steps, self.warmup_steps, base_lr=self.lr, **self.schedule_args)
         check_trackers(self.trackers)
         for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "eval_batch_size", "keep_checkpoints"):
             value = getattr(self, name)

@@ -27,6 +27,7 @@ import torch
 
 from ..atomic import check_writable_folder, finite_record, read_json, rewrite_jsonl, write_json
 from ..atomic import read_jsonl as atomic_read_jsonl
+from ..console import phase
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer, fused_optimizer_args
@@ -143,6 +144,7 @@ class Run:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     step_log: JsonlLog | None = None  # the main process writes the run files
     eval_log: JsonlLog | None = None
+    show_progress: bool = False  # status lines while evaluating
 
     @property
     def is_main(self) -> bool:
@@ -182,7 +184,8 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     Everything that can fail on bad input (model, data, optimizer) happens before anything is written."""
     from accelerate import Accelerator
 
-    inputs = prepare_trial(config)
+    with phase(f"loading {config.model} and {config.task}", show_progress):
+        inputs = prepare_trial(config)
     eval_examples = inputs.task.load("eval", config.eval_source, config.eval_limit)
 
     # cpu=True without a GPU lets torchrun / `accelerate launch --multi_gpu` processes form a gloo group on CPUs.
@@ -210,7 +213,7 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     return Run(config, accelerator, inputs, model, accelerator.unwrap_model(model), optimizer, scheduler,
                lr_resolution, eval_examples, trainable,
                track_update=sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS,
-               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed))
+               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed), show_progress=show_progress)
 
 
 def resume(run: Run) -> None:
@@ -327,8 +330,10 @@ def evaluate_run(run: Run) -> EvalResult | None:
     if run.is_main:
         _optimizer_mode(run.optimizer, "eval")
         loaded = run.inputs.loaded
-        result = evaluate(run.unwrapped, loaded.tokenizer, loaded.head, run.inputs.task, run.eval_examples,
-                          mode=config.eval_mode, batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
+        with phase(f"evaluating at step {run.step} on {len(run.eval_examples)} examples", run.show_progress):
+            result = evaluate(run.unwrapped, loaded.tokenizer, loaded.head, run.inputs.task, run.eval_examples,
+                              mode=config.eval_mode, batch_size=config.eval_batch_size,
+                              max_seq_len=config.max_seq_len)
         _optimizer_mode(run.optimizer, "train")
         line = {"step": run.step, **result.metrics, "seconds": result.seconds}
         run.evaluations.append(line)
