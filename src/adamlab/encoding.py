@@ -42,7 +42,7 @@ def tokenize(tokenizer, text: str) -> list[int]:
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
-    labels: list[int] | int  # per-token labels (causal LM) or a class index (classifier)
+    labels: list[int] | int | float  # per-token labels (causal LM), a class index (classifier) or a score (regression)
     truncated: bool
 
 
@@ -68,9 +68,11 @@ def encode_prompt(tokenizer, example: Example, max_seq_len: int) -> Encoded:
 
 
 def encode_classifier(tokenizer, example: Example, max_seq_len: int) -> Encoded:
+    """A classification (or regression) head's input: the text, or a sentence pair in the tokenizer's own pair
+    layout (``[CLS] a [SEP] b [SEP]``, ``<s> a </s></s> b </s>``)."""
     if example.text is None or example.label is None:
         raise ValueError(f"example {example.id} has no text/label for a classification head")
-    ids = tokenizer(example.text, truncation=False)["input_ids"]
+    ids = tokenizer(example.text, example.text_pair, truncation=False)["input_ids"]
     truncated = len(ids) > max_seq_len
     if truncated:  # keep the closing special token ([SEP]) in place
         ids = ids[: max_seq_len - 1] + ids[-1:]
@@ -93,5 +95,6 @@ def collate(batch: Sequence[Encoded], pad_id: int, padding_side: str = "right") 
     if token_labels:
         out["labels"] = labels
     elif batch[0].labels != IGNORE_INDEX:
-        out["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.long)
+        regression = isinstance(batch[0].labels, float)
+        out["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.float32 if regression else torch.long)
     return out

@@ -2,7 +2,8 @@
 
 Three ways to predict, by model head and task:
 
-* ``classifier``: an encoder with a classification head; the prediction is the argmax logit.
+* ``classifier``: an encoder with a classification head; the prediction is the argmax logit (the single output
+  itself on a regression task, STS-B).
 * ``score``: a causal LM ranks the task's answer choices (class names, option letters) by the log-likelihood
   of each as the assistant's answer, continuing the exact training prompt.
 * ``generate``: batched greedy generation (left padding, KV cache) with an explicit decoding configuration that
@@ -35,7 +36,7 @@ class EvalResult:
 
 def resolve_mode(task: Task, head: str, mode: str = "auto") -> str:
     if head == "classifier":
-        if task.kind != "classification":
+        if task.num_labels is None:
             raise ValueError(f"task {task.name!r} ({task.kind}) needs a causal LM, not a classification head")
         return "classifier"
     if mode == "auto":
@@ -146,14 +147,16 @@ def score_choices(model, tokenizer, examples: list[Example], choices: tuple[str,
 
 
 @torch.no_grad()
-def classify(model, tokenizer, examples: list[Example], batch_size: int, max_seq_len: int) -> list[int]:
+def classify(model, tokenizer, examples: list[Example], batch_size: int, max_seq_len: int,
+             regression: bool = False) -> list[int] | list[float]:
+    """The argmax class of each example, or with ``regression`` the head's single output."""
     device = next(model.parameters()).device
     predictions = []
     for start in range(0, len(examples), batch_size):
         chunk = [encode_classifier(tokenizer, e, max_seq_len) for e in examples[start : start + batch_size]]
         batch = collate(chunk, tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        predictions += logits.argmax(dim=-1).tolist()
+        predictions += logits[:, 0].double().tolist() if regression else logits.argmax(dim=-1).tolist()
     return predictions
 
 
@@ -167,7 +170,8 @@ def evaluate(model, tokenizer, head: str, task: Task, examples: list[Example], *
     try:
         settings: dict[str, Any] = {"batch_size": batch_size, "max_seq_len": max_seq_len}
         if mode == "classifier":
-            raw = predictions = classify(model, tokenizer, examples, batch_size, max_seq_len)
+            raw = predictions = classify(model, tokenizer, examples, batch_size, max_seq_len,
+                                         regression=task.kind == "regression")
         elif mode == "score":
             raw = predictions = score_choices(model, tokenizer, examples, task.answer_choices, batch_size, max_seq_len)
             settings["choices"] = list(task.answer_choices)

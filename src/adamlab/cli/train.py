@@ -132,7 +132,7 @@ def evaluate_command(
         if task is None:
             raise ValueError("--task is required with --model")
         task_obj = get_task(task, **task_args)
-        loaded = load_model(model, num_labels=len(task_obj.answer_choices) or None)
+        loaded = load_model(model, num_labels=task_obj.num_labels)
         if run is not None:
             loaded.model = _with_trained_weights(loaded.model, run)
         examples = task_obj.load("eval", eval_data, eval_limit)
@@ -173,6 +173,6 @@ def merge(
             raise ValueError(f"{out} is not empty")
         saved = json.loads(config_file.read_text())
         task = get_task(saved["task"], **saved.get("task_args", {}))
-        loaded = load_model(saved["model"], num_labels=len(task.answer_choices) or None)
+        loaded = load_model(saved["model"], num_labels=task.num_labels)
         merged = merge_lora(_with_trained_weights(loaded.model, run), out, loaded.tokenizer)
     console.print(f"merged model written to {merged}")

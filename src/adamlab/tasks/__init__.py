@@ -11,6 +11,7 @@ import difflib
 from .ag_news import AgNewsTask
 from .base import DataError, Example, Task
 from .commonsenseqa import CommonsenseQATask
+from .glue import GLUE_TASKS
 from .gsm8k import GSM8KTask
 from .squad import SquadTask
 from .sst2 import SST2Task
@@ -18,9 +19,9 @@ from .sst2 import SST2Task
 __all__ = ["DataError", "Example", "Task", "available_tasks", "get_task"]
 
 _TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (AgNewsTask, SquadTask, CommonsenseQATask, GSM8KTask, SST2Task)
+    task.name: task for task in (AgNewsTask, SquadTask, CommonsenseQATask, GSM8KTask, SST2Task, *GLUE_TASKS)
 }
-_ALIASES = {"squad_v1.1": "squad", "csqa": "commonsenseqa", "sst-2": "sst2"}
+_ALIASES = {"squad_v1.1": "squad", "csqa": "commonsenseqa", "sst-2": "sst2", "sts-b": "stsb", "mnli_matched": "mnli"}
 
 
 def available_tasks() -> list[str]:
@@ -28,7 +29,7 @@ def available_tasks() -> list[str]:
 
 
 def get_task(name: str, **options) -> Task:
-    """The task called ``name`` (case-insensitive; aliases: squad_v1.1, csqa, sst-2), built with ``options``
+    """The task called ``name`` (case-insensitive; aliases: squad_v1.1, csqa, sst-2, sts-b, mnli_matched), built with ``options``
     (``prompt_style``, ``max_new_tokens``)."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)

@@ -27,9 +27,9 @@ def prepare_trial(config: TrainConfig) -> TrialInputs:
 
     set_seed(config.seed)
     task = get_task(config.task, **config.task_args)
-    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
+    loaded = load_model(config.model, num_labels=task.num_labels, dtype=config.dtype,
                         quantize_4bit=config.quantize_4bit, seed=config.seed)
-    if loaded.head == "classifier" and task.kind != "classification":
+    if loaded.head == "classifier" and task.num_labels is None:
         raise ValueError(f"{config.model} is an encoder; task {task.name!r} needs a causal LM")
     if config.lora is not None:
         loaded = apply_lora(loaded, config.lora)
