@@ -98,3 +98,34 @@ def collate(batch: Sequence[Encoded], pad_id: int, padding_side: str = "right") 
         regression = isinstance(batch[0].labels, float)
         out["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.float32 if regression else torch.long)
     return out
+
+
+def token_stream(tokenizer, documents: Sequence[str]) -> list[int]:
+    """The documents' tokens end to end, each document followed by the end-of-sequence token, so the model learns
+    where documents stop and one never runs into the next unmarked. No BOS or other special tokens are added."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("packing documents needs a tokenizer with an end-of-sequence token")
+    stream: list[int] = []
+    for ids in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
+        stream += ids
+        stream.append(tokenizer.eos_token_id)
+    return stream
+
+
+def pack_stream(stream: Sequence[int], seq_len: int) -> list[Encoded]:
+    """Fixed-length training sequences over a token stream, nanoGPT's (x, y) = (t[i:i+T], t[i+1:i+T+1]) written as
+    one row of T + 1 tokens whose labels are its own ids (the loss shifts them): consecutive rows overlap by exactly
+    one token, so every token after the first is a prediction target exactly once, none lost, none repeated. The
+    last row is shorter when the stream does not divide evenly; its tokens count all the same."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    rows = []
+    for start in range(0, max(len(stream) - 1, 0), seq_len):
+        ids = list(stream[start : start + seq_len + 1])
+        rows.append(Encoded(ids, list(ids), False))
+    return rows
+
+
+def pack_documents(tokenizer, documents: Sequence[str], seq_len: int) -> list[Encoded]:
+    """``pack_stream(token_stream(...))``: the documents as rows of ``seq_len`` next-token predictions."""
+    return pack_stream(token_stream(tokenizer, documents), seq_len)

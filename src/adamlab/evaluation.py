@@ -6,6 +6,8 @@ Three ways to predict, by model head and task:
   itself on a regression task, STS-B).
 * ``score``: a causal LM ranks the task's answer choices (class names, option letters) by the log-likelihood
   of each as the assistant's answer, continuing the exact training prompt.
+* ``perplexity``: a language-modelling corpus; the held-out documents are packed exactly as in training and the
+  metric is exp of the mean next-token loss over every predicted token.
 * ``generate``: batched greedy generation (left padding, KV cache) with an explicit decoding configuration that
   never inherits the checkpoint's ``generation_config.json``, stopped at every end-of-turn token, then parsed by
   the task.
@@ -13,13 +15,15 @@ Three ways to predict, by model head and task:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .encoding import Encoded, collate, encode_classifier, encode_prompt, render_prompt, tokenize
+from .encoding import (IGNORE_INDEX, Encoded, collate, encode_classifier, encode_prompt, pack_documents, render_prompt,
+                       tokenize)
 from .tasks.base import Example, Task
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "</s>")
@@ -35,6 +39,10 @@ class EvalResult:
 
 
 def resolve_mode(task: Task, head: str, mode: str = "auto") -> str:
+    if task.kind == "language_modeling":
+        if head != "causal_lm":
+            raise ValueError(f"task {task.name!r} is language modelling; it needs a causal LM")
+        return "perplexity"
     if head == "classifier":
         if task.num_labels is None:
             raise ValueError(f"task {task.name!r} ({task.kind}) needs a causal LM, not a classification head")
@@ -160,6 +168,22 @@ def classify(model, tokenizer, examples: list[Example], batch_size: int, max_seq
     return predictions
 
 
+@torch.no_grad()
+def sequence_losses(model, rows: list[Encoded], pad_id: int, batch_size: int) -> list[tuple[float, int]]:
+    """(summed next-token loss in float64, number of predicted tokens) of each packed row."""
+    device = next(model.parameters()).device
+    results = []
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start : start + batch_size], pad_id)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        targets = batch["labels"][:, 1:].to(device)
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].double().transpose(1, 2), targets,
+                                                   ignore_index=IGNORE_INDEX, reduction="none")
+        counts = (targets != IGNORE_INDEX).sum(dim=1)
+        results += [(loss, int(count)) for loss, count in zip(losses.sum(dim=1).tolist(), counts.tolist())]
+    return results
+
+
 def evaluate(model, tokenizer, head: str, task: Task, examples: list[Example], *, mode: str = "auto",
              batch_size: int = 16, max_seq_len: int = 1024) -> EvalResult:
     """Score ``model`` on all ``examples``; the model is put in eval mode and restored afterwards."""
@@ -169,7 +193,11 @@ def evaluate(model, tokenizer, head: str, task: Task, examples: list[Example], *
     started = time.perf_counter()
     try:
         settings: dict[str, Any] = {"batch_size": batch_size, "max_seq_len": max_seq_len}
-        if mode == "classifier":
+        if mode == "perplexity":
+            rows = pack_documents(tokenizer, [e.text for e in examples], max_seq_len)
+            raw = predictions = sequence_losses(model, rows, tokenizer.pad_token_id, batch_size)
+            settings["sequences"] = len(rows)
+        elif mode == "classifier":
             raw = predictions = classify(model, tokenizer, examples, batch_size, max_seq_len,
                                          regression=task.kind == "regression")
         elif mode == "score":
@@ -182,8 +210,10 @@ def evaluate(model, tokenizer, head: str, task: Task, examples: list[Example], *
     finally:
         model.train(was_training)
     metrics = task.score(predictions, examples)
-    records = [
-        {"id": e.id, "output": r, "prediction": p, "references": list(e.references)}
-        for e, r, p in zip(examples, raw, predictions)
-    ]
+    if mode == "perplexity":  # one record per evaluated sequence: its loss and tokens
+        records = [{"id": str(i), "loss": loss, "tokens": count, "perplexity": math.exp(min(loss / count, 700.0)) if count else None}
+                   for i, (loss, count) in enumerate(predictions)]
+    else:
+        records = [{"id": e.id, "output": r, "prediction": p, "references": list(e.references)}
+                   for e, r, p in zip(examples, raw, predictions)]
     return EvalResult(metrics, records, mode, settings, time.perf_counter() - started)

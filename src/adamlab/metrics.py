@@ -126,6 +126,20 @@ def _check_classes(predictions: Sequence[int], labels: Sequence[int], num_classe
         raise ValueError(f"predictions must be class indices 0..{num_classes - 1} or {INVALID} (invalid)")
 
 
+# ---------------------------------------------------------------------------------------------- language modelling
+
+
+def perplexity_scores(loss_sums: Sequence[float], token_counts: Sequence[int]) -> dict[str, float]:
+    """Mean next-token loss (nats) over every predicted token of every sequence, and perplexity = exp(that mean):
+    a token-weighted mean, so long and short sequences count by their tokens, not once each."""
+    _check_same_length(loss_sums, token_counts)
+    tokens = sum(token_counts)
+    if tokens < 1:
+        raise ValueError("no tokens to score")
+    loss = math.fsum(loss_sums) / tokens
+    return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf, "n_tokens": tokens}
+
+
 # ---------------------------------------------------------------------------------------------- correlation (STS-B)
 
 

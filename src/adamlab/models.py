@@ -9,6 +9,11 @@ Built-in names, all usable without network access:
   under ``$ADAMLAB_CACHE`` (default ``~/.cache/adamlab``) so later loads take a second instead of half a minute.
 * ``tiny-llama`` / ``tiny-qwen``: randomly initialised 2-layer Llama / Qwen3 models with a byte-level tokenizer
   and a ChatML chat template, built in-process, for fast tests.
+
+Models to pre-train from scratch (random initialisation, every parameter trained), by size name:
+``llama-tiny`` (CPU scale, byte-level tokenizer, offline), ``llama-60m``, ``llama-130m``, ``llama-350m`` (the Llama
+configurations of the GaLore / LDAdam C4 experiments, T5 tokenizer) and ``gpt2-124m`` (nanoGPT's GPT-2 small, GPT-2
+tokenizer, vocabulary padded to 50304). Any tokenizer can replace the default by hub id or local folder.
 """
 
 from __future__ import annotations
@@ -94,8 +99,73 @@ def _package_folder(package: str, pip_hint: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@dataclass(frozen=True)
+class ScratchModel:
+    """A from-scratch architecture: a transformers model type, its size, and the tokenizer it was published with."""
+
+    model_type: str  # "llama" | "gpt2"
+    size: dict[str, int]
+    tokenizer: str  # "byte-level" (built in) or a hub id / local folder
+    vocab_size: int | None = None  # the published vocabulary size for that tokenizer; None: the tokenizer's length
+
+
+# The Llama sizes are GaLore's configs/llama_{60m,130m,350m}.json (also LDAdam's C4 runs); GPT-2 is nanoGPT's
+# train_gpt2.py (12 x 768, 1024 positions, no dropout, vocabulary padded from 50257 to 50304 for speed).
+SCRATCH_MODELS = {
+    "llama-tiny": ScratchModel("llama", dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4,
+                                             num_attention_heads=4, max_position_embeddings=1024), "byte-level"),
+    "llama-60m": ScratchModel("llama", dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
+                                            num_attention_heads=8, max_position_embeddings=1024), "t5-base", 32000),
+    "llama-130m": ScratchModel("llama", dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                                             num_attention_heads=12, max_position_embeddings=1024), "t5-base", 32000),
+    "llama-350m": ScratchModel("llama", dict(hidden_size=1024, intermediate_size=2736, num_hidden_layers=24,
+                                             num_attention_heads=16, max_position_embeddings=1024), "t5-base", 32000),
+    "gpt2-124m": ScratchModel("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024), "gpt2", 50304),
+}
+
+
 def builtin_models() -> list[str]:
-    return ["minilm", "smollm2-135m", "tiny-llama", "tiny-qwen"]
+    return ["minilm", "smollm2-135m", "tiny-llama", "tiny-qwen", *SCRATCH_MODELS]
+
+
+def _padded(size: int, multiple: int = 64) -> int:
+    return -(-size // multiple) * multiple
+
+
+def scratch_model(name: str, tokenizer_source: str | None = None, seed: int = 0):
+    """A randomly initialised model of the named size (``SCRATCH_MODELS``) and its tokenizer (the published one
+    unless ``tokenizer_source`` names another). The vocabulary is the published size for the published tokenizer,
+    else the tokenizer's length rounded up to a multiple of 64."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
+
+    spec = SCRATCH_MODELS[name]
+    source = tokenizer_source or spec.tokenizer
+    if source == "byte-level":
+        tokenizer = byte_level_tokenizer()
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+        except OSError as error:
+            raise ModelNotAvailableError(f"cannot load tokenizer {source!r} for {name}: not a local folder and not "
+                                         f"reachable on the Hugging Face Hub ({str(error).splitlines()[0]}); pass "
+                                         "--tokenizer with a local folder or byte-level") from None
+    if tokenizer.eos_token is None:
+        raise ValueError(f"tokenizer {source!r} has no end-of-sequence token to separate documents")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of the loss, so any id serves
+    vocab_size = spec.vocab_size if source == spec.tokenizer and spec.vocab_size else _padded(len(tokenizer))
+    special = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                   bos_token_id=tokenizer.bos_token_id)
+    if spec.model_type == "llama":
+        config = LlamaConfig(vocab_size=vocab_size, rms_norm_eps=1e-6, tie_word_embeddings=False, **spec.size,
+                             **special)
+    else:
+        config = GPT2Config(vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **spec.size,
+                            **special)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    return model, tokenizer
 
 
 def byte_level_tokenizer():
@@ -220,12 +290,28 @@ def load_model(
     trust_remote_code: bool = False,
     quantize_4bit: bool = False,
     seed: int = 0,
+    tokenizer: str | None = None,
 ) -> LoadedModel:
     """Load a model and its tokenizer. ``num_labels`` sizes a classifier head; ``seed`` initialises the random
-    parts (the tiny models, a new classification head)."""
+    parts (the tiny and from-scratch models, a new classification head); ``tokenizer`` replaces a from-scratch
+    model's default tokenizer (a hub id, a local folder, or ``byte-level``)."""
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
     torch_dtype = DTYPES.get(dtype, "auto")
+
+    if name_or_path in SCRATCH_MODELS:
+        if head == "classifier":
+            raise ValueError(f"{name_or_path} is a causal LM; it has no classifier head")
+        model, tokenizer = scratch_model(name_or_path, tokenizer, seed)
+        if torch_dtype != "auto":
+            model = model.to(torch_dtype)
+        info = {"source": "from scratch", "dtype": str(model.dtype), "template": None,
+                "tokenizer": tokenizer.name_or_path or "byte-level", "vocab_size": model.config.vocab_size,
+                "parameters": sum(p.numel() for p in model.parameters())}
+        return LoadedModel(model, tokenizer, "causal_lm", name_or_path, info)
+    if tokenizer is not None:
+        raise ValueError(f"--tokenizer applies to the from-scratch models ({', '.join(SCRATCH_MODELS)}); "
+                         f"{name_or_path} comes with its own")
 
     if name_or_path in ("tiny-llama", "tiny-qwen"):
         if head == "classifier":

@@ -28,6 +28,7 @@ BUNDLED_COUNTS = {
     "qqp": (3000, 1000),  # carved from the train sample
 }
 HUB_ONLY = ("mnli", "mnli_mismatched")
+CORPORA = ("c4", "wikitext2")  # language modelling, tested in test_corpus.py
 KINDS = {"classification", "multiple_choice", "extractive_qa", "math", "regression"}
 DATA = resources.files("adamlab.tasks").joinpath("data")
 
@@ -42,7 +43,7 @@ def eval_examples():
 
 
 def test_available_tasks():
-    assert available_tasks() == sorted([*BUNDLED_COUNTS, *HUB_ONLY])
+    assert available_tasks() == sorted([*BUNDLED_COUNTS, *HUB_ONLY, *CORPORA])
 
 
 @pytest.mark.parametrize(
@@ -54,7 +55,7 @@ def test_aliases_and_case(alias, name):
 
 
 def test_unknown_task_lists_close_matches_and_all_names():
-    with pytest.raises(ValueError, match=r"Did you mean 'squad'.*Valid tasks: ag_news, cola, commonsenseqa, gsm8k"):
+    with pytest.raises(ValueError, match=r"Did you mean 'squad'.*Valid tasks: ag_news, c4, cola, commonsenseqa, gsm8k"):
         get_task("squadd")
 
 
@@ -88,7 +89,8 @@ def test_bundled_splits_load_with_their_counts(name, eval_examples):
 @pytest.mark.parametrize(
     ("folder", "files"),
     [("ag_news", 2), ("commonsenseqa", 2), ("gsm8k", 2), ("squad_v1.1", 2), ("sst2", 2), ("glue/cola", 2),
-     ("glue/mrpc", 2), ("glue/stsb", 2), ("glue/rte", 2), ("glue/qnli", 1), ("glue/qqp", 1)],
+     ("glue/mrpc", 2), ("glue/stsb", 2), ("glue/rte", 2), ("glue/qnli", 1), ("glue/qqp", 1), ("c4", 1),
+     ("wikitext2", 2)],
 )
 def test_bundled_files_match_the_rows_and_sha256_in_their_readme(folder, files):
     readme = DATA.joinpath(folder, "README.md").read_text(encoding="utf-8")

@@ -26,6 +26,7 @@ class TrainConfig:
     model: str
     task: str
     out: str
+    tokenizer: str | None = None  # from-scratch models only: replaces their default tokenizer
     task_args: dict[str, Any] = field(default_factory=dict)  # e.g. prompt_style="adamdds"
     optimizer: str = "adamw"
     lr: float = 2e-4
