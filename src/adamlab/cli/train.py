@@ -37,7 +37,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 @app.command()
 def train(
     model: Annotated[str, typer.Option(help="built-in name (minilm, smollm2-135m, tiny-llama, tiny-qwen), folder or hub id")],
-    task: Annotated[str, typer.Option(help="ag_news, squad, commonsenseqa, gsm8k or sst2")],
+    task: Annotated[str, typer.Option(help="a task: ag_news, squad, commonsenseqa, gsm8k, sst2, a GLUE config (cola, mnli, ...), a corpus (c4, wikitext2), or your own .yaml/.jsonl task file")],
     out: Annotated[Path, typer.Option(help="run folder; resumes if it holds a checkpoint of the same run")],
     optimizer: Annotated[str, typer.Option(help="a name from `adamlab optimizers`")] = "adamw",
     lr: Annotated[float, typer.Option(help="base learning rate")] = 2e-4,
@@ -59,6 +59,7 @@ def train(
     lora_targets: Annotated[list[str] | None, typer.Option(help="module names (default: attention projections)")] = None,
     qlora: Annotated[bool, typer.Option(help="load the base model in 4-bit (CUDA + bitsandbytes)")] = False,
     max_seq_len: Annotated[int, typer.Option()] = 512,
+    tokenizer: Annotated[str | None, typer.Option(help="from-scratch models: tokenizer hub id, folder or byte-level")] = None,
     mask_prompt: Annotated[bool, typer.Option(help="train on the answer only")] = True,
     task_option: Annotated[list[str] | None, typer.Option(help="task option KEY=VALUE, e.g. prompt_style=adamdds")] = None,
     train_data: Annotated[str | None, typer.Option(help="local .jsonl or hub dataset id (default: bundled sample)")] = None,
@@ -78,7 +79,7 @@ def train(
 
     with bad_input_exits_2():  # RunMismatchError (a folder holding another run) is a ValueError too
         config = TrainConfig(
-            model=model, task=task, out=str(out), task_args=parse_pairs(task_option, "--task-option"),
+            model=model, task=task, out=str(out), tokenizer=tokenizer, task_args=parse_pairs(task_option, "--task-option"),
             optimizer=optimizer, lr=lr, optimizer_args=parse_pairs(opt, "--opt"), schedule=schedule,
             schedule_args=parse_pairs(sched, "--sched"), warmup_steps=warmup if 0 < warmup < 1 else int(warmup),
             steps=steps, batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=max_grad_norm or None,
