@@ -168,7 +168,7 @@ class UserTask(Task):
         """The declared file of ``split``; without an eval file, a seeded held-out slice of train (disjoint)."""
         if source is not None:
             return super()._read(split, source)
-        if split in self.files:
+        if "eval" in self.files:  # both splits declared
             return self._read_file(self.files[split])
         records, where = self._read_file(self.files["train"])
         size = min(self.eval_size, len(records) // 5)
@@ -187,7 +187,9 @@ class UserTask(Task):
         records, where = self._read_file(self.files["train"])
         names = set()
         for index, record in enumerate(records):
-            value = record.get(self.label_field)
+            if self.label_field not in record:
+                raise DataError(f"{where(index)}: {self.name} record lacks field {self.label_field!r}")
+            value = record[self.label_field]
             if not isinstance(value, str):
                 raise DataError(f"{where(index)}: label {value!r} is not a name; list the label names under 'labels' "
                                 "in a task YAML to use indices")
