@@ -159,3 +159,10 @@ def test_scratch_models_refuse_lora(tmp_path):
     with pytest.raises(ValueError, match="pass --lora none"):
         train(TrainConfig(model="llama-tiny", task="c4", out=str(tmp_path / "run"), steps=1), show_progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_reports_rank_perplexity_lowest_first():
+    from adamlab.reports.results import rank_marks
+
+    assert rank_marks({0: 10.0, 1: 5.0, 2: 7.0}, "perplexity") == {1: "best", 2: "second"}
+    assert rank_marks({0: 10.0, 1: 5.0, 2: 7.0}, "accuracy") == {0: "best", 2: "second"}
