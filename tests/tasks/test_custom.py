@@ -90,6 +90,10 @@ def test_each_type_trains_end_to_end(tmp_path, make):
     expected = {classification_file: "accuracy", multiple_choice_file: "accuracy", generation_file: "f1",
                 language_modeling_file: "perplexity"}[make]
     assert expected in record["metrics"] and record["metrics"]["n_total"] == 4
+    if make is language_modeling_file:  # the trained from-scratch model reloads from its run folder
+        evaluated = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "run"), "--json", str(tmp_path / "e.json")])
+        assert evaluated.exit_code == 0, evaluated.output
+        assert json.loads((tmp_path / "e.json").read_text())["metrics"] == pytest.approx(record["metrics"])
 
 
 @pytest.mark.parametrize(

@@ -119,12 +119,13 @@ def evaluate_command(
         if (run is None) == (model is None):
             raise ValueError("give exactly one of --run or --model")
         task_args = parse_pairs(task_option, "--task-option")
+        tokenizer = None
         if run is not None:
             config_file = run / "config.json"
             if not config_file.is_file():
                 raise FileNotFoundError(f"{run} is not a run folder (no config.json)")
             saved = json.loads(config_file.read_text())
-            model, task = saved["model"], task or saved["task"]
+            model, task, tokenizer = saved["model"], task or saved["task"], saved.get("tokenizer")
             if task == saved["task"]:  # the run's own evaluation unless told otherwise
                 task_args = task_args or saved["task_args"]
                 eval_data = eval_data or saved["eval_source"]
@@ -133,7 +134,7 @@ def evaluate_command(
         if task is None:
             raise ValueError("--task is required with --model")
         task_obj = get_task(task, **task_args)
-        loaded = load_model(model, num_labels=task_obj.num_labels)
+        loaded = load_model(model, num_labels=task_obj.num_labels, tokenizer=tokenizer)
         if run is not None:
             loaded.model = _with_trained_weights(loaded.model, run)
         examples = task_obj.load("eval", eval_data, eval_limit)
