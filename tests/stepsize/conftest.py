@@ -10,8 +10,8 @@ from torch import nn
 
 from adamlab.encoding import encode_causal
 from adamlab.models import LoraSettings, apply_lora, load_model
-from adamlab.stepsize import training_loss
 from adamlab.tasks import get_task
+from adamlab.training.losses import training_loss
 
 
 class MLP(nn.Module):

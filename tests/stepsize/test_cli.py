@@ -55,6 +55,14 @@ def test_the_range_test_runs_on_the_same_model_and_data(tmp_path):
     assert record["method"] == "range_test" and len(record["lrs"]) == 12
 
 
+def test_the_suggestion_comes_from_the_same_resolver(tmp_path):
+    result = run("lr", *TINY, "--method", "suggest", "--optimizer", "adamw", "--range-steps", "12", "--no-progress",
+                 "--json", tmp_path / "suggest.json")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "suggest.json").read_text())
+    assert record["optimizer"] == "adamw" and f"{record['suggested_lr']:.4e}" in result.output
+
+
 @pytest.mark.parametrize("change,reason", [
     ({"--horizon": "sometimes"}, "--horizon must be"),
     ({"--horizon": "steps"}, "needs --steps"),

@@ -14,11 +14,11 @@ from adamlab.stepsize import (
     StepsizeEstimate,
     by_lora_matrix,
     constant_stepsize,
-    estimate_for_training,
     estimate_stepsize,
     resolve_horizon,
 )
-from adamlab.training.loop import loss_targets, summed_loss
+from adamlab.training import estimate_for_training
+from adamlab.training.losses import loss_targets, summed_loss
 
 from .conftest import regression, tiny_lora_lm
 

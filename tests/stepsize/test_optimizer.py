@@ -1,10 +1,11 @@
-"""adam_dds through the optimizer registry."""
+"""AdamDDS, the Python class, and adam_dds, the registry name the training layer gives a dds learning rate."""
 
 import pytest
 import torch
 
-from adamlab.optim import available_optimizers, create_optimizer
+from adamlab.optim import available_optimizers, create_optimizer, param_groups, registry
 from adamlab.stepsize import AdamDDS, by_lora_matrix, estimate_stepsize
+from adamlab.training import estimate_for_training
 
 from .conftest import regression
 
@@ -16,18 +17,16 @@ def estimate():
                              groups=lambda name: name.split(".")[0])
 
 
-def test_adam_dds_is_registered_and_needs_an_estimate():
-    assert "adam_dds" in available_optimizers()
+def test_adam_dds_is_adam_with_a_dds_learning_rate_and_the_class_needs_an_estimate():
+    assert "adam_dds" in available_optimizers() and registry.REGISTRY["adam_dds"].lr_source == "dds"
+    assert type(create_optimizer("adam_dds", [torch.nn.Parameter(torch.zeros(2))], lr=1e-3)) is torch.optim.Adam
     with pytest.raises(ValueError, match="needs a step-size estimate"):
-        create_optimizer("adam_dds", [torch.nn.Parameter(torch.zeros(2))])
-    with pytest.raises(ValueError, match="Unknown hyperparameter 'lr'"):
-        create_optimizer("adam_dds", [torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+        AdamDDS([torch.nn.Parameter(torch.zeros(2))])
 
 
 @pytest.mark.parametrize("multiplier", [0.5, 1.0, 2.0])
 def test_the_learning_rate_is_the_multiplied_alpha_and_is_recorded(estimate, multiplier):
-    optimizer = create_optimizer("adam_dds", [torch.nn.Parameter(torch.zeros(2))], estimate=estimate,
-                                 multiplier=multiplier)
+    optimizer = AdamDDS([torch.nn.Parameter(torch.zeros(2))], estimate=estimate, multiplier=multiplier)
     group = optimizer.param_groups[0]
     assert group["lr"] == pytest.approx(estimate.alpha * multiplier)
     assert (group["dds_alpha"], group["multiplier"]) == (float(estimate.alpha), multiplier)
@@ -50,11 +49,11 @@ def test_it_steps_exactly_like_adam_at_that_rate(estimate):
 def test_an_estimate_file_works_and_a_model_gets_decay_groups(estimate, tmp_path):
     path = estimate.save(tmp_path / "lr.json")
     model = regression(n=2).model
-    optimizer = create_optimizer("adam_dds", model, estimate=str(path), weight_decay=0.01)
+    optimizer = AdamDDS(param_groups(model, weight_decay=0.01), estimate=str(path))
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
     assert all(g["lr"] == pytest.approx(estimate.alpha) for g in optimizer.param_groups)
     with pytest.raises(FileNotFoundError):
-        create_optimizer("adam_dds", model, estimate=str(tmp_path / "missing.json"))
+        AdamDDS(model.parameters(), estimate=str(tmp_path / "missing.json"))
 
 
 def test_groups_can_take_their_own_alpha(estimate):
@@ -71,8 +70,6 @@ def test_groups_can_take_their_own_alpha(estimate):
 
 
 def test_a_group_without_curvature_has_no_step_size(tiny_lm):
-    from adamlab.stepsize import estimate_for_training
-
     estimate = estimate_for_training(tiny_lm.model, "causal_lm", tiny_lm.encoded, tiny_lm.pad_id, batch_size=8,
                                      total_steps=10, samples=8, seed=0, max_iter=5, groups=by_lora_matrix,
                                      bootstrap=0)

@@ -1,7 +1,5 @@
 """Study specs: what they accept, and errors that name the file and line of the mistake."""
 
-import importlib.util
-
 import pytest
 
 from adamlab.studies import SpecError, expand_trials, load_spec, parse_spec
@@ -110,14 +108,23 @@ def test_dds_multiples_with_a_published_alpha(tmp_path):
         {"source": "published", "alpha": 4e-3, "multiplier": m} for m in (0.5, 1.0, 2.0)]
 
 
-def test_dds_without_alpha_needs_the_estimator(tmp_path, monkeypatch):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "adamlab.stepsize"
-                        else find_spec(name, *a))
-    with pytest.raises(SpecError) as caught:
-        check(TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x1, x2"), tmp_path)
-    assert str(caught.value).startswith("study.yaml:15: ")
-    assert "adamlab.stepsize) is not available yet" in str(caught.value)
+def test_an_adam_dds_arm_is_adam_at_multiples_of_the_dds_step_size(tmp_path):
+    published = "dds:\n  alpha:\n    tiny-llama: {ag_news: 4e-3}\n"
+    text = TINY_SPEC + "  - name: dds\n    optimizer: adam_dds\n" + published
+    trials = [t for t in expand_trials(parse_spec(text, "study.yaml"), tmp_path) if t.arm == "dds"]
+    assert [(t.optimizer, t.config.optimizer, t.lr) for t in trials] == [("adam_dds", "adam", 4e-3)] * 2
+    multiples = text.replace("optimizer: adam_dds\n", "optimizer: adam_dds\n    lr: dds x0.5, x2\n")
+    assert [t.lr for t in expand_trials(parse_spec(multiples, "study.yaml"), tmp_path) if t.arm == "dds"] == \
+        [2e-3, 8e-3] * 2
+    with pytest.raises(SpecError, match=r"^study.yaml:25: arm 'dds': adam_dds takes its learning rate from dds"):
+        parse_spec(text.replace("optimizer: adam_dds\n", "optimizer: adam_dds\n    lr: 1e-3\n"), "study.yaml")
+
+
+def test_learning_rates_of_every_method_parse(tmp_path):
+    spec = parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: suggest x0.5, x1"), "study.yaml")
+    assert str(spec.arms[0].lr) == "suggest x0.5, x1" and spec.arms[0].configurations == 2
+    assert str(parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: range-test"), "study.yaml").arms[0].lr) == \
+        "range-test x1"
 
 
 def test_dds_alpha_names_only_the_study_models_and_tasks(tmp_path):

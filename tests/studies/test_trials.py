@@ -7,10 +7,15 @@ import subprocess
 import sys
 
 import pytest
+from typer.testing import CliRunner
 
+import adamlab.cli.study  # noqa: F401  (registers the study commands)
+from adamlab.cli.app import app
 from adamlab.models import LoraSettings
 from adamlab.studies import expand_trials, parse_spec, trial_key
-from adamlab.training import TrainConfig
+from adamlab.studies.trials import estimation_config
+from adamlab.training import TrainConfig, setup
+from adamlab.training.lr_source import LR_METHODS, LRMethod
 
 from .tiny import TINY_SPEC
 
@@ -94,11 +99,10 @@ def test_dds_learning_rates_are_multiples_of_one_estimate_per_model_and_task(tmp
 
 
 def test_a_saved_dds_estimate_is_reused_while_its_configuration_holds(tmp_path, monkeypatch):
-    from adamlab import stepsize
-
     spec = parse_spec(TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x2"), tmp_path / "tiny.yaml")
     calls = []
-    monkeypatch.setattr(stepsize, "estimate_for_config", lambda config: calls.append(config) or {"alpha": 1e-3})
+    monkeypatch.setitem(LR_METHODS, "dds", LRMethod("dds", "a stand-in", lambda config, inputs, progress:
+                                                    calls.append(config) or {"alpha": 1e-3}, lambda r: r["alpha"]))
     first = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
     again = expand_trials(spec, tmp_path, estimates=tmp_path / "stepsize")
     assert len(calls) == 1 and [t.key for t in again] == [t.key for t in first]
@@ -107,3 +111,30 @@ def test_a_saved_dds_estimate_is_reused_while_its_configuration_holds(tmp_path, 
                         tmp_path / "tiny.yaml")
     expand_trials(longer, tmp_path, estimates=tmp_path / "stepsize")
     assert len(calls) == 2, "another horizon is another estimate"
+
+
+def test_validation_loads_no_model_and_lists_the_estimates_still_to_make(tmp_path, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("validation loaded a model")
+
+    monkeypatch.setattr(setup, "load_model", no_model)
+    monkeypatch.chdir(tmp_path)  # validate's study folder is studies/runs/<name>, under the working directory
+    text = TINY_SPEC.replace("lr: 1e-2", "lr: dds x0.5, x2")
+    spec = parse_spec(text, "tiny.yaml")
+    estimates = tmp_path / "studies" / "runs" / "tiny" / "stepsize"
+    trials = expand_trials(spec, tmp_path, estimates=estimates, run_estimates=False)
+    assert len(trials) == 8 and {(t.key, t.lr) for t in trials} == {(None, None)}
+    assert {t.stepsize_estimate["source"] for t in trials} == {"pending"}
+    (tmp_path / "tiny.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["validate", "tiny.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "dds learning rate for tiny-llama on ag_news: to be estimated when the sweep starts" in result.output
+
+    # Once made (here: written as the sweep would), the estimate is read back, still without a model.
+    config = estimation_config(spec, spec.arms[0], "tiny-llama", spec.tasks[0], "dds")
+    estimates.mkdir(parents=True)
+    (estimates / f"{trial_key(config)}.json").write_text(json.dumps({"alpha": 0.25}))
+    trials = expand_trials(spec, tmp_path, estimates=estimates, run_estimates=False)
+    assert sorted({t.lr for t in trials}) == [0.125, 0.5] and all(t.key for t in trials)
+    result = CliRunner().invoke(app, ["validate", "tiny.yaml"])
+    assert "dds learning rate for tiny-llama on ag_news: 0.25 (estimated)" in result.output

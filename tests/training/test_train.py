@@ -174,13 +174,17 @@ def test_adam_dds_estimates_its_step_size_before_the_first_step_and_reuses_it(tm
     assert result.status == "done"
     estimate = json.loads((tmp_path / "stepsize.json").read_text())
     group = result.record["optimizer"]["param_groups"][0]
-    assert group["lr"] == pytest.approx(0.5 * estimate["alpha"]) and group["dds_alpha"] == estimate["alpha"]
+    assert group["lr"] == pytest.approx(0.5 * estimate["alpha"]) and result.record["optimizer"]["class"] == "Adam"
     assert estimate["T"] == 3  # the theorem's horizon: this run's number of steps
+    lr = result.record["lr"]
+    assert (lr["source"], lr["estimate"], lr["lr"], lr["cached"]) == ("dds x0.5", estimate["alpha"], group["lr"], False)
+    assert lr["cost_seconds"] > 0
 
     (tmp_path / "result.json").unlink()  # as if interrupted after the last checkpoint
     again = train(config, show_progress=False)
     assert json.loads((tmp_path / "stepsize.json").read_text()) == estimate
     assert again.record["optimizer"]["param_groups"][0]["lr"] == group["lr"]
+    assert again.record["lr"]["cached"] and again.record["lr"]["cost_seconds"] == 0
 
 
 @pytest.mark.parametrize("name", available_optimizers())

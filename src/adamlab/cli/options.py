@@ -1,4 +1,4 @@
-"""Helpers shared by the commands: KEY=VALUE options and the exit-2 policy for bad input."""
+"""Helpers shared by the commands: KEY=VALUE options, LoRA options and the exit-2 policy for bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import typer
 
-from ..models import ModelNotAvailableError
+from ..models import LoraSettings, ModelNotAvailableError
 from ..optim.registry import MissingDependencyError
 from ..tasks.base import DataError
 
@@ -30,6 +30,15 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict:
             value = raw.strip()
         out[key.strip()] = value
     return out
+
+
+def lora_settings(lora: str, r: int, alpha: int, dropout: float, targets: list[str] | None) -> LoraSettings | None:
+    """The --lora, --lora-r, --lora-alpha, --lora-dropout and --lora-targets options as settings (None: no LoRA)."""
+    if lora == "none":
+        return None
+    if lora != "lora":
+        raise ValueError(f"--lora must be 'lora' or 'none', got {lora!r}")
+    return LoraSettings(r=r, alpha=alpha, dropout=dropout, targets=tuple(targets) if targets else None)
 
 
 @contextlib.contextmanager

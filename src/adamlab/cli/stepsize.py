@@ -1,21 +1,23 @@
-"""`adamlab lr`: the AdamDDS step size of a model on a task's training data, or the learning-rate range test."""
+"""`adamlab lr`: a planned run's learning rate from a learning-rate method (the AdamDDS step size by default, the
+range test, adamlab's suggestion), through the one resolver every command uses."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..stepsize import FROM_PRESET, METHODS, RangeTestResult, StepsizeEstimate, by_lora_matrix, estimator_settings
+from ..training import TrainConfig
+from ..training.lr_source import LR_METHODS, LRSource, resolve_lr
 from .app import app
-from .options import bad_input_exits_2, parse_pairs
-from .train import _lora
+from .options import bad_input_exits_2, lora_settings, parse_pairs
 
 console = Console()
-RANGE_TEST = "range-test"
 
 
 def parse_horizon(text: str) -> str | int:
@@ -25,11 +27,6 @@ def parse_horizon(text: str) -> str | int:
     if text.isdigit() and int(text) >= 1:
         return int(text)
     raise ValueError(f"--horizon must be 'steps', 'one' or an integer >= 1, got {text!r}")
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, disable=not enabled)
 
 
 def _check_output(path: Path | None) -> None:
@@ -46,7 +43,9 @@ def lr_command(
     model: Annotated[str, typer.Option(help="built-in name (minilm, smollm2-135m, tiny-llama, tiny-qwen), folder or hub id")],
     task: Annotated[str, typer.Option(help="ag_news, squad, commonsenseqa, gsm8k or sst2")],
     preset: Annotated[str, typer.Option(help="default, authors_llm or paper_alg2; options below override it")] = "default",
-    method: Annotated[str | None, typer.Option(help="power, power_h2, lanczos, or range-test (Smith's LR range test)")] = None,
+    method: Annotated[str | None, typer.Option(help="dds (default), range-test, suggest; or dds with the spectral method power, power_h2 or lanczos")] = None,
+    optimizer: Annotated[str, typer.Option(help="the planned run's optimizer (range-test, suggest)")] = "adam",
+    opt: Annotated[list[str] | None, typer.Option(help="optimizer hyperparameter KEY=VALUE (repeatable)")] = None,
     samples: Annotated[int | None, typer.Option(help="examples in the estimation sample (default: the preset's)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="examples per loss (default: the preset's, 16; 1 = per example)")] = None,
     horizon: Annotated[str | None, typer.Option(help="T: 'steps' (= --steps), 'one' (the authors' LLM code) or an integer")] = None,
@@ -76,64 +75,43 @@ def lr_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full record here")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """The AdamDDS constant step size alpha = sqrt(2 (L0 - L*) / (K T)) of MODEL on TASK, with K from the Hessian's
-    spectral norm at the start of training; or, with --method range-test, the learning-rate range test."""
-    from ..stepsize import (
-        FROM_PRESET,
-        METHODS,
-        by_lora_matrix,
-        estimate_for_training,
-        estimator_settings,
-        lr_range_test,
-        training_loss,
-    )
-    from ..training import TrainConfig
-    from ..training.setup import prepare_trial
-
+    """The learning rate of a planned run of MODEL on TASK from a learning-rate method: by default the AdamDDS
+    constant step size alpha = sqrt(2 (L0 - L*) / (K T)), with K from the Hessian's spectral norm at the start of
+    training; or Smith's range test (--method range-test), or adamlab's suggestion (--method suggest)."""
     with bad_input_exits_2():
         _check_output(json_out)
-        if method is not None and method not in (*METHODS, RANGE_TEST):
-            raise ValueError(f"unknown --method {method!r}; valid: {', '.join((*METHODS, RANGE_TEST))}")
+        lr_name, spectral = ("dds", method) if method in METHODS else (method or "dds", None)
+        if lr_name not in LR_METHODS:
+            raise ValueError(f"unknown --method {method!r}; valid: {', '.join([*LR_METHODS, *METHODS])}")
         chosen = {"horizon": parse_horizon(horizon) if horizon is not None else None, "n_examples": samples,
-                  "batch_size": batch_size, "method": method, "max_iter": max_iter, "rtol": rtol,
+                  "batch_size": batch_size, "method": spectral, "max_iter": max_iter, "rtol": rtol,
                   "n_inits": n_inits, "aggregate": aggregate}
         chosen = {name: value for name, value in chosen.items() if value is not None}
-        if method != RANGE_TEST:  # the settings, checked before the model is loaded
+        if lr_name == "dds":  # the settings, checked before the model is loaded
             settings = estimator_settings(preset, **chosen)
             if settings["horizon"] == "steps" and steps is None:
                 raise ValueError("horizon 'steps' needs --steps, the planned run's optimizer steps (or give "
                                  "--horizon <int> or --horizon one)")
-        # The trial a run with these settings would start from: same seed, w0, data and encoding.
-        inputs = prepare_trial(TrainConfig(
-            model=model, task=task, out="", task_args=parse_pairs(task_option, "--task-option"), seed=seed,
-            dtype=dtype, lora=_lora(lora, lora_r, lora_alpha, lora_dropout, lora_targets), max_seq_len=max_seq_len,
-            mask_prompt=mask_prompt, train_source=train_data, train_limit=train_limit,
-        ))
-        task_obj, loaded, encoded = inputs.task, inputs.loaded, inputs.encoded
-        pad_id = loaded.tokenizer.pad_token_id
-
-        if method == RANGE_TEST:
-            device = next(loaded.model.parameters()).device
-            with _progress(progress) as bar:
-                bar_task = bar.add_task(f"LR range test on {task_obj.name}", total=range_steps)
-                result = lr_range_test(loaded.model, training_loss(loaded.head, pad_id, device), encoded,
-                                       min_lr=min_lr, max_lr=max_lr, num_steps=range_steps,
-                                       batch_size=batch_size or 16, seed=seed,
-                                       progress=lambda done, total: bar.update(bar_task, completed=done))
-            _print_range_test(result)
+            options = {"total_steps": steps, "preset": preset, "batch_size": chosen.pop("batch_size", FROM_PRESET),
+                       "samples": chosen.pop("n_examples", FROM_PRESET), "loss_floor": loss_floor, "hvp": hvp,
+                       "groups": by_lora_matrix if per_group else None, **chosen}
         else:
-            with _progress(progress) as bar:
-                bar_task = bar.add_task(f"Hessian spectral norm on {task_obj.name}", total=None)
-                result = estimate_for_training(
-                    loaded.model, loaded.head, encoded, pad_id, total_steps=steps, seed=seed, preset=preset,
-                    batch_size=chosen.pop("batch_size", FROM_PRESET), samples=chosen.pop("n_examples", FROM_PRESET),
-                    loss_floor=loss_floor, hvp=hvp, groups=by_lora_matrix if per_group else None, model_id=model,
-                    adapter_config=loaded.info.get("lora"),
-                    progress=lambda done, total: bar.update(bar_task, completed=done, total=total), **chosen,
-                )
-            _print_estimate(result)
+            options = {"min_lr": min_lr, "max_lr": max_lr, "num_steps": range_steps}
+        # The run these settings plan: same seed, w0, data, encoding and optimizer.
+        config = TrainConfig(
+            model=model, task=task, task_args=parse_pairs(task_option, "--task-option"), seed=seed, dtype=dtype,
+            optimizer=optimizer, optimizer_args=parse_pairs(opt, "--opt"), batch_size=batch_size or 16,
+            steps=steps or 1, lora=lora_settings(lora, lora_r, lora_alpha, lora_dropout, lora_targets),
+            max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, train_limit=train_limit,
+        )
+        _, resolution = resolve_lr(config, LRSource(lr_name), show_progress=progress, options=options)
+    record = resolution.record
+    if lr_name == "dds":
+        _print_estimate(StepsizeEstimate.from_dict(record))
+    else:
+        _print_range_test(RangeTestResult(**{k: v for k, v in record.items() if k != "method"}), lr_name)
     if json_out is not None:
-        result.save(json_out)
+        json_out.write_text(json.dumps(record, indent=2))
         console.print(f"record written to {json_out}")
 
 
@@ -178,8 +156,9 @@ def _print_estimate(estimate) -> None:
         console.print(groups)
 
 
-def _print_range_test(result) -> None:
-    table = Table(title="learning-rate range test", title_justify="left")
+def _print_range_test(result, method: str) -> None:
+    title = "learning-rate range test" if method == "range-test" else f"learning rate ({method}: the range test's point)"
+    table = Table(title=title, title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_row(f"suggested lr ({result.rule})", f"{result.suggested_lr:.4e}")

@@ -136,16 +136,26 @@ def report(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
 
 @app.command()
 def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")]) -> None:
-    """Check a study spec and every trial it expands to, without running anything."""
+    """Check a study spec and every trial it expands to, without running anything (no model is loaded: learning-rate
+    estimates not made yet are listed, to be made at the start of the sweep)."""
     from ..studies import default_study_dir, expand_trials, load_spec
+    from ..studies.trials import ESTIMATES_FOLDER, PENDING
 
     with bad_input_exits_2():
         spec = load_spec(study)
-        trials = expand_trials(spec, default_study_dir(spec))
+        study_dir = default_study_dir(spec)
+        trials = expand_trials(spec, study_dir, estimates=study_dir / ESTIMATES_FOLDER, run_estimates=False)
     configurations = sum(arm.configurations for arm in spec.arms)
     console.print(f"{study}: ok, {len(trials)} trials = {len(spec.models)} models x {len(spec.tasks)} tasks x "
                   f"{configurations} configurations ({len(spec.arms)} arms) x {len(spec.seeds)} seeds", soft_wrap=True)
-    estimates = {(t.model, t.task): t.stepsize_estimate for t in trials if t.stepsize_estimate is not None}
-    for (model, task), estimate in estimates.items():
-        console.print(f"dds step size for {model} on {task}: α = {estimate['alpha']:.4g} ({estimate['source']})",
-                      soft_wrap=True)
+    estimates = {}  # one line per estimate: dds is per model and task, the other methods per optimizer too
+    for t in trials:
+        if t.stepsize_estimate is not None:
+            method = t.stepsize_estimate.get("lr_method", "dds")
+            estimates[(t.model, t.task, method, None if method == "dds" else t.optimizer)] = t.stepsize_estimate
+    for (model, task, method, optimizer), estimate in estimates.items():
+        about = f"{method} learning rate for {model} on {task}" + ("" if method == "dds" else f" ({optimizer})")
+        if estimate["source"] == PENDING:
+            console.print(f"{about}: to be estimated when the sweep starts", soft_wrap=True)
+        else:
+            console.print(f"{about}: {estimate['alpha']:.4g} ({estimate['source']})", soft_wrap=True)

@@ -10,19 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..models import LoraSettings
 from .app import app
-from .options import bad_input_exits_2, parse_pairs
+from .options import bad_input_exits_2, lora_settings, parse_pairs
 
 console = Console()
-
-
-def _lora(lora: str, r: int, alpha: int, dropout: float, targets: list[str] | None) -> LoraSettings | None:
-    if lora == "none":
-        return None
-    if lora != "lora":
-        raise ValueError(f"--lora must be 'lora' or 'none', got {lora!r}")
-    return LoraSettings(r=r, alpha=alpha, dropout=dropout, targets=tuple(targets) if targets else None)
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -84,7 +75,7 @@ def train(
             schedule_args=parse_pairs(sched, "--sched"), warmup_steps=warmup if 0 < warmup < 1 else int(warmup),
             steps=steps, batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=max_grad_norm or None,
             seed=seed, dtype=dtype, mixed_precision=mixed_precision,
-            lora=_lora(lora, lora_r, lora_alpha, lora_dropout, lora_targets), quantize_4bit=qlora,
+            lora=lora_settings(lora, lora_r, lora_alpha, lora_dropout, lora_targets), quantize_4bit=qlora,
             max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, eval_source=eval_data,
             train_limit=train_limit, eval_limit=eval_limit, eval_every=eval_every, eval_mode=eval_mode,
             eval_batch_size=eval_batch_size, checkpoint_every=checkpoint_every, trackers=tracker or [],

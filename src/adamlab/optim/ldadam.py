@@ -22,6 +22,7 @@ from ._common import (
     params_with_grad,
     use_foreach,
 )
+from .param_groups import no_weight_decay
 
 __all__ = ["LDADAM_TARGETS", "LDAdamW", "ldadam_param_groups"]
 
@@ -613,8 +614,6 @@ def ldadam_param_groups(
     factors (whose smaller side is the LoRA rank) unless ``rank`` is below the LoRA rank. ``verbose=True`` prints
     which parameter went where; ``return_summary=True`` returns ``(groups, summary)``.
     """
-    from .registry import no_weight_decay  # registry imports this module
-
     targets = tuple(t.lower() for t in targets)
     lowrank, decay, no_decay, rows, seen = [], [], [], [], set()
     for module_name, module in model.named_modules():

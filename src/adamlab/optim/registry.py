@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from ..stepsize.optimizer import AdamDDS
 from ._common import check_beta, check_betas, check_eps, check_lr, check_nonnegative
 from .adabelief import AdaBelief
 from .adabound import AdaBound
@@ -30,6 +29,7 @@ from .hybrid_adam_sgd import HybridAdamSGD
 from .ldadam import LDAdamW
 from .lion import Lion
 from .lookahead import Lookahead
+from .param_groups import no_weight_decay, param_groups
 from .yogi import Yogi
 
 
@@ -49,6 +49,9 @@ class OptimizerSpec:
     # Builds the optimizer from a model when it needs more than parameters (names, its own groups); the default
     # policy is ``param_groups``.
     from_model: Callable[..., Optimizer] | None = None
+    # Where the learning rate comes from when the name implies one ("dds": the data-dependent step size, resolved by
+    # the training layer's lr resolver); None: the caller's lr=.
+    lr_source: str | None = None
 
     @property
     def installed(self) -> bool:
@@ -69,8 +72,9 @@ class OptimizerSpec:
         return getattr(module, class_name)
 
 
-def _spec(name, summary, source, target, fixed=None, extra=None, aliases=(), from_model=None) -> OptimizerSpec:
-    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model)
+def _spec(name, summary, source, target, fixed=None, extra=None, aliases=(), from_model=None,
+          lr_source=None) -> OptimizerSpec:
+    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model, lr_source)
 
 
 _SPECS = [
@@ -102,7 +106,8 @@ _SPECS = [
     _spec("adam_mini", "Adam-mini: one second moment per head, neuron or tensor (Zhang et al. 2025)", "adamlab",
           AdamMini, from_model=AdamMini.from_model),
     # Data-dependent step size: adam_dds (below this line)
-    _spec("adam_dds", "Adam at the data-dependent step size of an estimate= (AdamDDS)", "adamlab", AdamDDS),
+    _spec("adam_dds", "Adam at the data-dependent step size (AdamDDS), resolved before training", "torch",
+          torch.optim.Adam, lr_source="dds"),
     # Learning-rate-free and quantized peers, through their own packages.
     _spec("schedulefree_adamw", "Schedule-free AdamW (Defazio et al. 2024); call optimizer.train()/eval()",
           "schedulefree", "schedulefree:AdamWScheduleFree", extra="lrfree", aliases=["schedule_free_adamw"]),
@@ -171,30 +176,6 @@ def _check_common_hparams(hparams: dict[str, Any]) -> None:
             check_nonnegative(hparams[name], name)
     if "momentum" in hparams:
         check_beta(hparams["momentum"], "momentum")
-
-
-def no_weight_decay(name: str, param: torch.Tensor, module: nn.Module) -> bool:
-    """The default policy: biases, normalisation weights and every other parameter with fewer than two dimensions
-    are not decayed; matrices (linear, embedding, convolution weights) are."""
-    return param.ndim < 2 or name.endswith("bias") or "norm" in type(module).__name__.lower()
-
-
-def param_groups(
-    model: nn.Module,
-    weight_decay: float,
-    no_decay: Callable[[str, torch.Tensor, nn.Module], bool] = no_weight_decay,
-) -> list[dict[str, Any]]:
-    """Split ``model``'s trainable parameters into a decayed and a non-decayed group (empty groups dropped)."""
-    decay, skip, seen = [], [], set()
-    for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:  # frozen, or tied to one already placed
-                continue
-            seen.add(id(param))
-            full_name = f"{module_name}.{param_name}" if module_name else param_name
-            (skip if no_decay(full_name, param, module) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": skip, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
 
 
 def create_optimizer(

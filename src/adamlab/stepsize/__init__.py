@@ -1,11 +1,13 @@
 """The data-dependent step size of AdamDDS: Hessian-vector products, the Hessian's spectral norm, the step-size
-estimate with its diagnostics, the learning-rate range test to compare it with, and the ``adam_dds`` optimizer.
+estimate with its diagnostics, the learning-rate range test to compare it with, and the ``AdamDDS`` optimizer.
 
-    from adamlab.stepsize import estimate_for_training
-    estimate = estimate_for_training(model, head, encoded, pad_id, batch_size=16, total_steps=3125, samples=256,
-                                     seed=0)
+    from adamlab.stepsize import AdamDDS, estimate_stepsize
+    estimate = estimate_stepsize(model, loss_fn, data, total_steps=3125)  # loss_fn(model, batch) -> scalar
     estimate.alpha, estimate.alpha(0.5), estimate.alpha_interval
-    estimate.save("lr.json"); create_optimizer("adam_dds", model, estimate="lr.json", multiplier=0.5)
+    estimate.save("lr.json"); AdamDDS(model.parameters(), estimate="lr.json", multiplier=0.5)
+
+This package knows nothing of models, tasks or runs: ``adamlab.training`` runs it on a trial's own loss and data
+(``estimate_for_training``, ``estimate_for_config``) and resolves a run's learning rate from it.
 """
 
 from .estimate import (
@@ -15,12 +17,9 @@ from .estimate import (
     StepsizeEstimate,
     by_lora_matrix,
     constant_stepsize,
-    estimate_for_config,
-    estimate_for_training,
     estimate_stepsize,
     estimator_settings,
     resolve_horizon,
-    training_loss,
 )
 from .hvp import HVP_ENGINES, HessianVectorProduct, trainable_parameters
 from .optimizer import AdamDDS
@@ -40,8 +39,6 @@ __all__ = [
     "StepsizeEstimate",
     "by_lora_matrix",
     "constant_stepsize",
-    "estimate_for_config",
-    "estimate_for_training",
     "estimate_stepsize",
     "estimator_settings",
     "hessian_spectral_norm",
@@ -49,5 +46,4 @@ __all__ = [
     "resolve_horizon",
     "spectral_norm",
     "trainable_parameters",
-    "training_loss",
 ]

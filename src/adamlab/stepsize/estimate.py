@@ -426,59 +426,6 @@ def estimate_stepsize(
     return _summarise(fields, records)
 
 
-def estimate_for_training(
-    model: nn.Module,
-    head: str,
-    encoded_examples: Sequence,
-    pad_id: int,
-    *,
-    batch_size: int = FROM_PRESET,
-    total_steps: int | None,
-    samples: int | None = FROM_PRESET,
-    seed: int,
-    horizon: str | int = FROM_PRESET,
-    preset: str = "default",
-    **options: Any,
-) -> StepsizeEstimate:
-    """:func:`estimate_stepsize` on encoded training examples with the training loop's own loss (the batch's
-    summed token losses over its number of loss targets, ``summed_loss`` / ``loss_targets``), so L0 and K are
-    those of the loss the optimizer will see. ``samples`` is ``n_examples``; ``options`` go to
-    :func:`estimate_stepsize`. Batches are moved to the model's device."""
-    from ..training.loop import loss_targets  # here, not at the top: training imports the optimizers
-
-    loss_fn = training_loss(head, pad_id, next(model.parameters()).device)
-    return estimate_stepsize(model, loss_fn, encoded_examples, batch_size=batch_size, total_steps=total_steps,
-                             n_examples=samples, seed=seed, horizon=horizon, preset=preset, targets_fn=loss_targets,
-                             **options)
-
-
-def estimate_for_config(config: Any) -> dict[str, Any]:
-    """The estimate for a planned run (a ``TrainConfig``): its model, LoRA initialisation (seeded as the run
-    seeds it), training data and horizon (its steps), on ``samples`` examples (the config's ``optimizer_args``,
-    default 256). Returns the JSON record (adamdds.md §7.4); studies call it once per model and task."""
-    from ..training.config import DDS_SAMPLES  # here, not at the top: training imports the optimizers
-    from ..training.setup import prepare_trial
-
-    inputs = prepare_trial(config)
-    estimate = estimate_for_training(inputs.loaded.model, inputs.loaded.head, inputs.encoded,
-                                     inputs.loaded.tokenizer.pad_token_id, total_steps=config.steps,
-                                     samples=config.optimizer_args.get("samples", DDS_SAMPLES), seed=config.seed,
-                                     model_id=config.model, adapter_config=inputs.loaded.info.get("lora"))
-    return estimate.to_dict()
-
-
-def training_loss(head: str, pad_id: int, device: torch.device) -> Callable[[nn.Module, list], Tensor]:
-    """The training loop's loss of a list of encoded examples: their summed losses over their loss targets."""
-    from ..encoding import collate
-    from ..training.loop import loss_targets, summed_loss  # here, not at the top: training imports the optimizers
-
-    def loss_fn(model: nn.Module, items: list) -> Tensor:
-        batch = {name: tensor.to(device) for name, tensor in collate(items, pad_id).items()}
-        return summed_loss(model, batch, head) / loss_targets(items)
-
-    return loss_fn
-
-
 # ------------------------------------------------------------------------------------------------ internals
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..optim import create_optimizer
 from .hvp import resolve_parameters
 from .spectral import seeded_generator
 
@@ -83,8 +84,6 @@ def lr_range_test(
 ) -> RangeTestResult:
     """Run the range test with ``optimizer`` (a registry name) on ``loss_fn(model, batch)``, the same loss and
     data the step-size estimate uses, in training mode; see the module docstring for the schedule and the rule."""
-    from ..optim import create_optimizer  # here, not at the top: the optimizer registry imports this package
-
     if not 0 < min_lr < max_lr or not math.isfinite(max_lr):
         raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}")
     for name, value, minimum in (("num_steps", num_steps, 2), ("batch_size", batch_size, 1)):

@@ -17,15 +17,16 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
 
 from ..models import LoraSettings
 from ..optim import create_optimizer
-from ..optim.registry import resolve_name
+from ..optim.registry import REGISTRY, resolve_name
 from ..tasks import get_task
+from ..training.lr_source import FIXED, LR_METHODS, LRSource
 
 SpecPath = tuple[str | int, ...]  # keys and list indices from the document root, e.g. ("arms", 2, "lr")
 
@@ -65,8 +66,6 @@ SHARED_KEYS = {"steps": ("steps", "int"), "batch_size": ("batch_size", "int"), "
 TASK_OVERRIDES = ("steps", "max_seq_len")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # the study name is also its default folder name
-_DDS = re.compile(r"dds\s+(.+)")
-_MULTIPLE = re.compile(r"x\s*([0-9.eE+-]+)")
 
 
 class SpecError(ValueError):
@@ -96,20 +95,27 @@ class Locations:
 
 @dataclass(frozen=True)
 class StudyLR:
-    """The learning rates an arm tries: fixed ``values``, or ``multipliers`` of the data-dependent step size α
-    (AdamDDS), resolved per model and task when trials are expanded."""
+    """The learning rates an arm tries: fixed ``values``, or ``multipliers`` of the learning rate a method estimates
+    (``kind``: ``dds``, the AdamDDS step size, or another method of ``training.lr_source``), resolved per model and
+    task when trials are expanded."""
 
-    kind: Literal["fixed", "dds"]
+    kind: str  # "fixed", or a learning-rate method's name
     values: tuple[float, ...] = ()
     multipliers: tuple[float, ...] = ()
 
     @property
     def count(self) -> int:
-        return len(self.values) if self.kind == "fixed" else len(self.multipliers)
+        return len(self.values) if self.kind == FIXED else len(self.multipliers)
+
+    @property
+    def sources(self) -> list[LRSource]:
+        if self.kind == FIXED:
+            return [LRSource(FIXED, value) for value in self.values]
+        return [LRSource(self.kind, multiplier=multiplier) for multiplier in self.multipliers]
 
     def __str__(self) -> str:
-        if self.kind == "dds":
-            return "dds " + ", ".join(f"x{m:g}" for m in self.multipliers)
+        if self.kind != FIXED:
+            return f"{self.kind} " + ", ".join(f"x{m:g}" for m in self.multipliers)
         return ", ".join(f"{v:g}" for v in self.values)
 
 
@@ -455,15 +461,18 @@ def _task(check: _Checker, entry: Any, path: SpecPath) -> StudyTask:
 
 def _lr(check: _Checker, value: Any, path: SpecPath) -> StudyLR:
     if isinstance(value, str):
-        match = _DDS.fullmatch(value.strip())
-        if not match:
-            raise check.fail(path, f"lr must be a number, a list of numbers or 'dds x0.5, x1, x2'; got {value!r}")
-        multiples = [_MULTIPLE.fullmatch(part.strip()) for part in match.group(1).split(",")]
-        if not all(multiples):
-            raise check.fail(path, f"dds multiples are written x0.5, x1, x2; got {value!r}")
-        multipliers = [_positive(check, float(m.group(1)), path, "a dds multiple") for m in multiples]
-        _no_repeats(check, multipliers, path, "dds multiple")
-        return StudyLR("dds", multipliers=tuple(multipliers))
+        try:
+            sources = LRSource.parse_list(value)
+        except ValueError as error:
+            if value.split()[:1] and value.split()[0] in LR_METHODS:  # a known method, badly written multiples
+                raise check.fail(path, str(error)) from None
+            raise check.fail(path, f"lr must be a number, a list of numbers or 'dds x0.5, x1, x2' (methods: "
+                                   f"{', '.join(LR_METHODS)}); got {value!r}") from None
+        if not sources[0].estimated:
+            return StudyLR(FIXED, values=(_positive(check, sources[0].value, path, "a learning rate"),))
+        multipliers = [source.multiplier for source in sources]
+        _no_repeats(check, multipliers, path, f"{sources[0].method} multiple")
+        return StudyLR(sources[0].method, multipliers=tuple(multipliers))
     items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
     if not items:
         raise check.fail(path, "lr must list at least one learning rate")
@@ -472,7 +481,7 @@ def _lr(check: _Checker, value: Any, path: SpecPath) -> StudyLR:
         item_path = path if index is None else (*path, index)
         rates.append(float(_positive(check, check.typed(item, item_path, "number"), item_path, "a learning rate")))
     _no_repeats(check, rates, path, "learning rate")
-    return StudyLR("fixed", values=tuple(rates))
+    return StudyLR(FIXED, values=tuple(rates))
 
 
 def _positive(check: _Checker, value: float, path: SpecPath, what: str) -> float:
@@ -514,15 +523,22 @@ def _arm(check: _Checker, entry: Any, path: SpecPath, default_lr: StudyLR | None
     hparams = entry.get("hparams") or {}
     if not isinstance(hparams, dict):
         raise check.fail((*path, "hparams"), f"hparams must be a mapping, got {hparams!r}")
+    # An optimizer whose name implies a learning-rate source (adam_dds) takes multiples of that source only.
+    implied = REGISTRY[optimizer].lr_source if optimizer in REGISTRY else None
     if "lr" in entry:
         lr, lr_path = _lr(check, entry["lr"], (*path, "lr")), (*path, "lr")
+        if implied is not None and lr.kind != implied:
+            raise check.fail(lr_path, f"arm {name!r}: {optimizer} takes its learning rate from {implied}: write "
+                                      f"lr: {implied} x0.5, x1 (multiples of it), or leave lr out")
+    elif implied is not None and (default_lr is None or default_lr.kind != implied):
+        lr, lr_path = StudyLR(implied, multipliers=(1.0,)), (*path, "optimizer")
     elif default_lr is not None:
         lr, lr_path = default_lr, ("lr",)
     else:
         raise check.fail(path, f"arm {name!r} has no lr, and the study sets none")
     # Every hyperparameter check the optimizer has, on a throwaway parameter, at the line that sets them.
     try:
-        probe_lr = lr.values[0] if lr.kind == "fixed" else 1e-3
+        probe_lr = lr.values[0] if lr.kind == FIXED else 1e-3
         create_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=probe_lr, **hparams)
     except (ValueError, TypeError, ImportError) as error:
         where = (*path, "hparams") if hparams else (*path, "optimizer")

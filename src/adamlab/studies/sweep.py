@@ -42,7 +42,7 @@ def sweep(
     runner = get_executor(executor, workers=workers, address=address)
     spec = load_spec(spec_path)
     study_dir = Path(study_dir) if study_dir is not None else default_study_dir(spec)
-    trials = expand_trials(spec, study_dir, estimates=study_dir / ESTIMATES_FOLDER)
+    trials = expand_trials(spec, study_dir, estimates=study_dir / ESTIMATES_FOLDER, show_progress=show_progress)
     store = Store.open(study_dir, create=True)
     try:
         store.register(spec, trials)

@@ -8,7 +8,6 @@ renaming an arm or reordering the spec keeps finished results, and changing anyt
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
 import re
@@ -16,32 +15,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..optim.registry import REGISTRY
 from ..training import TrainConfig
+from ..training.lr_source import LRSource, lr_method, pending_estimate, resolve_lr
 from .spec import Arm, SpecPath, StudySchedule, StudySpec, StudyTask
 
 KEY_LENGTH = 12  # hex digits: 48 bits, and expand_trials rejects any collision anyway
 TRIALS_FOLDER = "trials"
-ESTIMATES_FOLDER = "stepsize"  # in the study folder: the dds estimates, one JSON per model x task configuration
+ESTIMATES_FOLDER = "stepsize"  # in the study folder: the lr estimates, one JSON per model x task configuration
+PENDING = "pending"  # an estimate not made yet (expand_trials without run_estimates)
+STAND_IN_LR = 1e-3  # validates a trial whose learning rate waits for an estimate: the checks need only lr >= 0
 _VALIDATION_ERRORS = (ValueError, TypeError, LookupError, OSError, ImportError)
-
-
-class StepSizeUnavailable(RuntimeError):
-    """A ``dds`` learning rate needs the data-dependent step-size estimator, which this install does not have."""
 
 
 @dataclass(frozen=True)
 class Trial:
-    key: str
+    key: str | None  # None while its learning rate waits for an estimate (expand_trials(..., run_estimates=False))
     position: int  # in expansion order, which is the order trials run and reports list them
     arm: str
     model: str
     task: str
     optimizer: str
     schedule: str  # the schedule's label, with its arguments
-    lr: float
+    lr: float | None  # None while it waits for an estimate
     seed: int
     config: TrainConfig
-    stepsize_estimate: dict[str, Any] | None  # for a dds learning rate: α, where it came from, the multiplier
+    # For an estimated learning rate: the estimate's record with its ``alpha`` (the lr at multiplier 1), its
+    # ``source`` (estimated, published, or pending when not made yet) and the ``multiplier``.
+    stepsize_estimate: dict[str, Any] | None
 
 
 def trial_key(config: TrainConfig) -> str:
@@ -53,28 +54,33 @@ def trial_folder(study_dir: Path, key: str) -> Path:
     return Path(study_dir) / TRIALS_FOLDER / key
 
 
-def expand_trials(spec: StudySpec, study_dir: str | Path, estimates: Path | None = None) -> list[Trial]:
+def expand_trials(spec: StudySpec, study_dir: str | Path, estimates: Path | None = None, *,
+                  run_estimates: bool = True, show_progress: bool = False) -> list[Trial]:
     """Every trial of ``spec``, in a fixed order, each config validated; a ``SpecError`` at the responsible line
     otherwise. Seeds are the outer loop, so a sweep cut short has compared every configuration on its first seeds.
-    ``estimates``: a folder keeping each dds step-size estimate, so a resumed sweep finds the same trials without
-    estimating again.
+    ``estimates``: a folder keeping each learning-rate estimate, so a resumed sweep finds the same trials without
+    estimating again. ``run_estimates=False`` loads no model: a trial whose estimate is not there yet is validated
+    with a stand-in learning rate and comes back with ``key`` and ``lr`` None and its estimate ``pending``.
     """
     study_dir = Path(study_dir)
-    learning_rates = _LearningRates(spec, estimates)
+    learning_rates = _LearningRates(spec, estimates, run_estimates, show_progress)
     trials: list[Trial] = []
     arm_of_key: dict[str, str] = {}
     for seed, model_index, task, arm in itertools.product(spec.seeds, range(len(spec.models)), spec.tasks, spec.arms):
         model = spec.models[model_index]
         for schedule in arm.schedules:
             for lr, estimate in learning_rates(arm, model, task):
-                config, origins = _config(spec, seed, model_index, task, arm, schedule, lr)
+                pending = lr is None
+                config, origins = _config(spec, seed, model_index, task, arm, schedule,
+                                          STAND_IN_LR * estimate["multiplier"] if pending else lr)
                 _validate(spec, config, origins, arm)
-                key = trial_key(config)
-                if key in arm_of_key:
+                key = None if pending else trial_key(config)
+                if key is not None and key in arm_of_key:
                     raise spec.error(arm.path, f"arm {arm.name!r} repeats a trial of arm {arm_of_key[key]!r}: the "
                                                "same optimizer, hyperparameters, schedule and learning rate")
-                arm_of_key[key] = arm.name
-                config.out = str(trial_folder(study_dir, key))
+                if key is not None:
+                    arm_of_key[key] = arm.name
+                    config.out = str(trial_folder(study_dir, key))
                 trials.append(Trial(key, len(trials), arm.name, model, task.name, arm.optimizer, schedule.label, lr,
                                     seed, config, estimate))
     return trials
@@ -91,8 +97,8 @@ def _config(spec: StudySpec, seed: int, model_index: int, task: StudyTask, arm: 
     if schedule.warmup_steps is not None:
         settings["warmup_steps"] = schedule.warmup_steps
         origins["warmup_steps"] = schedule.path
-    config = TrainConfig(model=spec.models[model_index], task=task.name, out="", task_args=task.options,
-                         optimizer=arm.optimizer, lr=lr, optimizer_args=arm.hparams, schedule=schedule.name,
+    config = TrainConfig(model=spec.models[model_index], task=task.name, task_args=task.options,
+                         optimizer=_trained_optimizer(arm.optimizer), lr=lr, optimizer_args=arm.hparams, schedule=schedule.name,
                          schedule_args=schedule.args, seed=seed, **settings)
     return config, origins
 
@@ -109,56 +115,57 @@ def _validate(spec: StudySpec, config: TrainConfig, origins: dict[str, SpecPath]
         raise spec.error(path, f"{config.model} / {config.task} / arm {arm.name!r}: {message}") from None
 
 
+def _trained_optimizer(name: str) -> str:
+    """The optimizer a trial trains with: a name that implies its learning-rate source (adam_dds) trains as the
+    plain optimizer it names (adam), at the learning rate the study resolved from that source, so the study's one
+    estimate per model and task serves it and the trial is the same run as an ``adam`` arm at that rate."""
+    entry = REGISTRY.get(name)
+    if entry is None or entry.lr_source is None:
+        return name
+    return next(plain for plain, other in REGISTRY.items()
+                if other.target is entry.target and other.fixed == entry.fixed and other.lr_source is None)
+
+
 class _LearningRates:
-    """An arm's learning rates for one model and task: its fixed values, or its dds multiples of α, where α is the
-    study's published value (dds.alpha) or an estimate made once per model and task."""
+    """An arm's learning rates for one model and task: its fixed values, or multiples of an estimated learning
+    rate, where the estimate is the study's published value (dds.alpha) or made once per model, task (and, for
+    methods that depend on it, optimizer) by ``training.lr_source.resolve_lr``."""
 
-    def __init__(self, spec: StudySpec, saved: Path | None):
-        self.spec, self.saved = spec, saved
-        self.estimates: dict[tuple[str, str], dict[str, Any]] = {}
+    def __init__(self, spec: StudySpec, saved: Path | None, run_estimates: bool, show_progress: bool):
+        self.spec, self.saved, self.run_estimates, self.show_progress = spec, saved, run_estimates, show_progress
+        self.estimates: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, arm: Arm, model: str, task: StudyTask) -> list[tuple[float, dict[str, Any] | None]]:
-        if arm.lr.kind == "fixed":
-            return [(lr, None) for lr in arm.lr.values]
-        estimate = self.estimates.get((model, task.name))
-        if estimate is None:
-            published = self.spec.dds_alpha.get(model, {}).get(task.name)
-            if published is not None:
-                estimate = {"source": "published", "alpha": published}
+    def __call__(self, arm: Arm, model: str, task: StudyTask) -> list[tuple[float | None, dict[str, Any] | None]]:
+        sources = arm.lr.sources
+        if not sources[0].estimated:
+            return [(source.value, None) for source in sources]
+        estimate = self._estimate(arm, model, task, sources[0].method)
+        if estimate["source"] == PENDING:
+            return [(None, {**estimate, "multiplier": source.multiplier}) for source in sources]
+        return [(source.multiplier * estimate["alpha"], {**estimate, "multiplier": source.multiplier})
+                for source in sources]
+
+    def _estimate(self, arm: Arm, model: str, task: StudyTask, method: str) -> dict[str, Any]:
+        published = self.spec.dds_alpha.get(model, {}).get(task.name) if method == "dds" else None
+        if published is not None:
+            return {"source": "published", "alpha": published}
+        config = estimation_config(self.spec, arm, model, task, method)
+        key = trial_key(config)
+        if key not in self.estimates:
+            cache = None if self.saved is None else self.saved / lr_method(method).study_file(key)
+            if not self.run_estimates and pending_estimate(LRSource(method), cache):
+                self.estimates[key] = {"source": PENDING, "lr_method": method}
             else:
-                try:
-                    estimate = {"source": "estimated", **estimate_dds_alpha(model, task, self.spec, self.saved)}
-                except StepSizeUnavailable as error:
-                    raise self.spec.error(arm.lr_path, f"arm {arm.name!r}, lr '{arm.lr}': {error}") from None
-            self.estimates[(model, task.name)] = estimate
-        return [(multiplier * estimate["alpha"], {**estimate, "multiplier": multiplier})
-                for multiplier in arm.lr.multipliers]
+                _, resolution = resolve_lr(config, LRSource(method), cache=cache, show_progress=self.show_progress)
+                extra = {} if method == "dds" else {"lr_method": method, "alpha": resolution.estimate}
+                self.estimates[key] = {"source": "estimated", **resolution.record, **extra}
+        return self.estimates[key]
 
 
-def estimate_dds_alpha(model: str, task: StudyTask, spec: StudySpec, saved: Path | None = None) -> dict[str, Any]:
-    """The data-dependent step size α for ``model`` on ``task`` from ``adamlab.stepsize`` (imported only here, so
-    studies without a dds arm never need it): ``estimate_for_config(config)``, the estimator's record
-    (adamdds.md §7.4) with its ``alpha``, given a TrainConfig holding the model, task, data, LoRA, batch size and
-    steps of the study (the horizon) and its first seed. With ``saved``, the record is kept there under the
-    config's key and read back while the config is unchanged."""
-    if importlib.util.find_spec("adamlab.stepsize") is None:
-        raise StepSizeUnavailable("the data-dependent step size (adamlab.stepsize) is not available yet; give a "
-                                  "published α under dds.alpha, or fixed learning rates")
-    from .. import stepsize
-
-    estimate_for_config = getattr(stepsize, "estimate_for_config", None)
-    if estimate_for_config is None:
-        raise StepSizeUnavailable("adamlab.stepsize has no estimate_for_config(config) yet; give a published α "
-                                  "under dds.alpha, or fixed learning rates")
-    config = TrainConfig(model=model, task=task.name, out="", task_args=task.options, seed=spec.seeds[0],
-                         **{**spec.settings, **task.settings})
-    path = None if saved is None else saved / f"{trial_key(config)}.json"
-    if path is not None and path.is_file():
-        return json.loads(path.read_text())
-    estimate = estimate_for_config(config)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(estimate, indent=2))
-        temporary.replace(path)  # atomic: a second coordinator reads a whole record or none
-    return estimate
+def estimation_config(spec: StudySpec, arm: Arm, model: str, task: StudyTask, method: str) -> TrainConfig:
+    """The planned run an arm's learning rate is estimated for: the study's model, task, data, LoRA, batch size,
+    steps (the horizon) and first seed; methods other than dds also depend on the arm's optimizer."""
+    optimizer = {} if method == "dds" else {"optimizer": _trained_optimizer(arm.optimizer),
+                                            "optimizer_args": arm.hparams}
+    return TrainConfig(model=model, task=task.name, task_args=task.options, seed=spec.seeds[0], **optimizer,
+                       **{**spec.settings, **task.settings})

@@ -12,12 +12,15 @@ import torch
 
 from ..models import DTYPES, LoraSettings, builtin_models
 from ..optim import create_optimizer
-from ..optim.registry import resolve_name
+from ..optim.registry import REGISTRY, resolve_name
 from ..schedules import get_schedule
+from ..stepsize import StepsizeEstimate
 from ..tasks import get_task
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 DDS_SAMPLES = 256  # examples the adam_dds step size is estimated on when the run has no estimate
+# adam_dds's optimizer_args that configure its step size, not Adam: a saved estimate, alpha's multiplier, the sample.
+DDS_ARGS = ("estimate", "multiplier", "samples")
 EVAL_MODES = ("auto", "generate", "score")
 
 
@@ -25,7 +28,7 @@ EVAL_MODES = ("auto", "generate", "score")
 class TrainConfig:
     model: str
     task: str
-    out: str
+    out: str | None = None  # the run folder; None for a run that is only planned (a study's trial, an estimate)
     tokenizer: str | None = None  # from-scratch models only: replaces their default tokenizer
     task_args: dict[str, Any] = field(default_factory=dict)  # e.g. prompt_style="adamdds"
     optimizer: str = "adamw"
@@ -65,19 +68,17 @@ class TrainConfig:
         if "lr" in self.optimizer_args:
             raise ValueError("give the learning rate as lr, not inside optimizer_args")
         # Building the optimizer on a throwaway parameter runs every hyperparameter check now, not mid-run.
-        probe = [torch.nn.Parameter(torch.zeros(1))]
-        if resolve_name(self.optimizer) != "adam_dds":
-            create_optimizer(self.optimizer, probe, lr=self.lr, **self.optimizer_args)
-        else:  # its step size comes from an estimate, given or made from the training data before step 1
-            args = {k: v for k, v in self.optimizer_args.items() if k != "samples"}
-            samples = self.optimizer_args.get("samples", DDS_SAMPLES)
+        hparams, dds_args = self.split_optimizer_args()
+        create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=self.lr, **hparams)
+        if self.lr_source == "dds":  # the step size comes from an estimate, given or made before step 1
+            samples = dds_args.get("samples", DDS_SAMPLES)
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
                 raise ValueError(f"adam_dds samples must be an int >= 1, got {samples!r}")
-            multiplier = args.get("multiplier", 1.0)
+            multiplier = dds_args.get("multiplier", 1.0)
             if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0:
                 raise ValueError(f"adam_dds multiplier must be a number > 0, got {multiplier!r}")
-            if "estimate" in args:
-                create_optimizer(self.optimizer, probe, **args)
+            if "estimate" in dds_args and not isinstance(dds_args["estimate"], StepsizeEstimate):
+                StepsizeEstimate.load(dds_args["estimate"])
         for name in ("train_source", "eval_source"):
             source = getattr(self, name)
             if source is not None and source.endswith((".jsonl", ".json")) and not Path(source).is_file():
@@ -108,6 +109,19 @@ class TrainConfig:
         if self.lora is None and self.quantize_4bit:
             raise ValueError("4-bit quantization needs LoRA: quantized base weights cannot be trained directly")
 
+    @property
+    def lr_source(self) -> str | None:
+        """The source the optimizer's name implies for its learning rate (``"dds"`` for ``adam_dds``), else None."""
+        key = resolve_name(self.optimizer)
+        return REGISTRY[key].lr_source if key in REGISTRY else None
+
+    def split_optimizer_args(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``optimizer_args`` as (the optimizer's hyperparameters, the arguments of its learning-rate source)."""
+        if self.lr_source != "dds":
+            return dict(self.optimizer_args), {}
+        hparams = {k: v for k, v in self.optimizer_args.items() if k not in DDS_ARGS}
+        return hparams, {k: v for k, v in self.optimizer_args.items() if k in DDS_ARGS}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -125,6 +139,8 @@ class TrainConfig:
 
     @property
     def out_dir(self) -> Path:
+        if not self.out:
+            raise ValueError("this configuration has no run folder (out)")
         return Path(self.out)
 
 

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..encoding import IGNORE_INDEX, collate
+from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer
-from ..optim.registry import resolve_name
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import DDS_SAMPLES, TrainConfig
+from .config import TrainConfig
+from .losses import loss_targets, summed_loss
+from .lr_source import resolve_lr
 from .order import ExampleOrder
 from .setup import prepare_trial
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
@@ -70,26 +70,6 @@ def check_output_dir(config: TrainConfig) -> None:
         raise RunMismatchError(f"{out} is not empty and holds no adamlab run")
 
 
-def summed_loss(model, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
-    """The sum (not mean) of the batch's losses, in at least fp32, so the caller can normalise by the global
-    count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if head == "classifier":
-        if batch["labels"].is_floating_point():  # a regression head (STS-B): squared error, as HF's regression loss
-            return F.mse_loss(logits[:, 0], batch["labels"].to(logits.dtype), reduction="sum")
-        return F.cross_entropy(logits, batch["labels"], reduction="sum")
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), reduction="sum",
-                           ignore_index=IGNORE_INDEX)
-
-
-def loss_targets(encoded) -> int:
-    """Targets in a batch: examples for a classifier, next-token labels (the first token has none) otherwise."""
-    if not isinstance(encoded[0].labels, list):
-        return len(encoded)
-    return sum(sum(label != IGNORE_INDEX for label in e.labels[1:]) for e in encoded)
-
-
 def _optimizer_mode(optimizer, mode: str) -> None:
     """Schedule-free optimizers keep two iterates and must be told which one the model should hold."""
     inner = getattr(optimizer, "optimizer", optimizer)
@@ -101,26 +81,6 @@ def _optimizer_mode(optimizer, mode: str) -> None:
 def _config_summary(optimizer) -> list[dict[str, Any]]:
     return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
             for group in optimizer.param_groups]
-
-
-def _build_optimizer(config: TrainConfig, model, head: str, pad_id: int, encoded) -> torch.optim.Optimizer:
-    """The configured optimizer. ``adam_dds`` without an ``estimate`` gets one from the training data before the
-    first step (``samples`` examples, horizon = the run's steps); it is saved as stepsize.json in the run folder,
-    and a resumed run reads it back instead of estimating again."""
-    if resolve_name(config.optimizer) != "adam_dds":
-        return create_optimizer(config.optimizer, model, lr=config.lr, **config.optimizer_args)
-    from ..stepsize import StepsizeEstimate, estimate_for_training
-
-    args = dict(config.optimizer_args)
-    samples = args.pop("samples", DDS_SAMPLES)
-    if "estimate" not in args:
-        saved = config.out_dir / "stepsize.json"
-        if saved.exists():
-            args["estimate"] = StepsizeEstimate.load(saved)
-        else:
-            args["estimate"] = estimate_for_training(model, head, encoded, pad_id, total_steps=config.steps,
-                                                     samples=samples, seed=config.seed)
-    return create_optimizer("adam_dds", model, **args)
 
 
 class _GracefulStop:
@@ -172,15 +132,15 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size {config.batch_size} must split evenly over {world} processes x "
                          f"{config.grad_accum} micro-batches")
-    optimizer = _build_optimizer(config, model, head, tokenizer.pad_token_id, encoded)
+    # The learning rate from its declared source; an estimate (adam_dds) is made here, on the model on its
+    # device, and cached in the run folder so a resumed run reads it back.
+    lr, lr_resolution = resolve_lr(config, inputs=inputs, show_progress=show_progress and accelerator.is_main_process)
+    optimizer = create_optimizer(config.optimizer, model, lr=lr, **config.split_optimizer_args()[0])
     scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        estimate = getattr(optimizer.optimizer, "estimate", None)
-        if estimate is not None and not (out / "stepsize.json").exists():
-            estimate.save(out / "stepsize.json")
     unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     track_update = sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS
@@ -293,6 +253,7 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
         "model": loaded.info,
         "optimizer": {"name": config.optimizer, "class": type(getattr(optimizer, "optimizer", optimizer)).__name__,
                       "param_groups": _config_summary(optimizer)},
+        "lr": lr_resolution.to_dict(),
         "schedule": {"name": config.schedule, "warmup_steps": config.warmup_steps, **config.schedule_args},
         "data": {"n_train": len(encoded), "n_eval": len(eval_examples),
                  "n_truncated_train": sum(e.truncated for e in encoded)},
