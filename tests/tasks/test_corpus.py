@@ -166,3 +166,11 @@ def test_reports_rank_perplexity_lowest_first():
 
     assert rank_marks({0: 10.0, 1: 5.0, 2: 7.0}, "perplexity") == {1: "best", 2: "second"}
     assert rank_marks({0: 10.0, 1: 5.0, 2: 7.0}, "accuracy") == {0: "best", 2: "second"}
+
+
+def test_the_tokenizer_field_leaves_existing_trial_keys_alone():
+    from adamlab.training import TrainConfig
+
+    plain = TrainConfig(model="minilm", task="ag_news")
+    assert "tokenizer" not in plain.identity()
+    assert TrainConfig(model="llama-tiny", task="c4", tokenizer="gpt2").identity()["tokenizer"] == "gpt2"

@@ -135,7 +135,9 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
         ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers"}
-        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored}))
+        # Fields added after studies were run count only when set, so existing trials keep their keys.
+        unset_later_fields = {name for name in ("tokenizer",) if getattr(self, name) is None}
+        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset_later_fields}))
 
     @property
     def out_dir(self) -> Path:
