@@ -124,6 +124,32 @@ SCRATCH_MODELS = {
 }
 
 
+# Dense bf16 peak FLOP/s of one GPU (vendor datasheets, without sparsity), by a name torch.cuda.get_device_name contains.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12,
+                   "RTX 4090": 165e12, "V100": 125e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The bf16 peak of a GPU by its name, or ``None`` when it is not in ``PEAK_BF16_FLOPS``."""
+    return next((flops for name, flops in PEAK_BF16_FLOPS.items() if name in device_name), None)
+
+
+def training_flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """FLOPs of one training token (forward and backward) of a full-parameter causal LM: PaLM's estimate (Chowdhery
+    et al. 2022, appendix B), as nanoGPT's ``estimate_mfu``: 6 N for the weight matmuls plus 12 L d T for attention.
+    N leaves out what costs no matmul: an input embedding not shared with the output layer, position embeddings."""
+    config = model.config
+    n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    if output is None or output.weight is not embedding:
+        n -= embedding.numel()
+    position = getattr(getattr(model, "transformer", None), "wpe", None)  # GPT-2's learned positions
+    if position is not None:
+        n -= position.weight.numel()
+    return 6 * n + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
 def builtin_models() -> list[str]:
     return ["minilm", "smollm2-135m", "tiny-llama", "tiny-qwen", *SCRATCH_MODELS]
 

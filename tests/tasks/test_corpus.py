@@ -174,3 +174,15 @@ def test_the_tokenizer_field_leaves_existing_trial_keys_alone():
     plain = TrainConfig(model="minilm", task="ag_news")
     assert "tokenizer" not in plain.identity()
     assert TrainConfig(model="llama-tiny", task="c4", tokenizer="gpt2").identity()["tokenizer"] == "gpt2"
+
+
+def test_training_flops_per_token_follow_palm_and_nanogpt():
+    from adamlab.models import peak_flops, training_flops_per_token
+
+    gpt2 = load_model("gpt2-124m", tokenizer="byte-level").model  # tied output layer, learned positions
+    n = sum(p.numel() for p in gpt2.parameters()) - gpt2.transformer.wpe.weight.numel()
+    assert training_flops_per_token(gpt2, 1024) == 6 * n + 12 * 12 * 768 * 1024
+    llama = load_model("llama-tiny").model  # untied: the input embedding is a lookup
+    n = sum(p.numel() for p in llama.parameters()) - llama.model.embed_tokens.weight.numel()
+    assert training_flops_per_token(llama, 128) == 6 * n + 12 * 4 * 128 * 128
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("a CPU") is None

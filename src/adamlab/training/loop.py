@@ -27,6 +27,7 @@ import torch
 
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
+from ..models import peak_flops, training_flops_per_token
 from ..optim import create_optimizer
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -144,6 +145,11 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     track_update = sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS
+    # Model FLOPs utilisation on a known GPU, for full-parameter causal LMs (pre-training): LoRA skips most of the
+    # backward FLOPs the estimate counts.
+    peak = peak_flops(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
+    flops_per_token = (training_flops_per_token(unwrapped, config.max_seq_len)
+                       if peak and head == "causal_lm" and config.lora is None else None)
 
     start_step, elapsed, tokens_seen = 0, 0.0, 0
     checkpoint = latest_checkpoint(out)
@@ -227,6 +233,8 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
                 record = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                           "update_norm": update_norm, "step_seconds": seconds, "tokens_per_second": step_tokens / seconds,
                           "epoch": order.epoch(step), **memory()}
+                if flops_per_token:
+                    record["mfu"] = flops_per_token * step_tokens / seconds / (peak * world)
                 step_log.write(record)
                 if config.trackers:
                     accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step" and v is not None}, step=step)
