@@ -80,8 +80,10 @@ def _optimizer_mode(optimizer, mode: str) -> None:
 
 
 def _config_summary(optimizer) -> list[dict[str, Any]]:
-    return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
-            for group in optimizer.param_groups]
+    """Each param group's settings as plain JSON for the run record and the store: values JSON lacks (LDAdam's
+    decomposition dtype, a torch.dtype) are written as strings."""
+    return [json.loads(json.dumps({k: v for k, v in group.items() if k != "params"}, default=str))
+            | {"num_params": sum(p.numel() for p in group["params"])} for group in optimizer.param_groups]
 
 
 class _GracefulStop:
