@@ -32,11 +32,11 @@ browser:
 		$$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; } \
 		|| echo "warning: could not install chromium with apt-get; the browser test will skip (fail under CI)"; }
 
-# The main job: the bundled demo study (MiniLM + LoRA on AG News, six optimizer arms), then its report.
+# The main job: a recommendation (which optimizer and learning rate for MiniLM + LoRA on AG News), chosen on a dev
+# split by successive halving; prints the verdict and writes recommendation.json and its report.
 # Interrupted, it continues where it stopped when run again.
 demo: $(STAMP)
-	$(BIN)/adamlab sweep studies/demo.yaml --out studies/runs/demo
-	$(BIN)/adamlab report studies/runs/demo
+	$(BIN)/adamlab recommend recommend_demo --out studies/runs/recommend_demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/optim_step.py

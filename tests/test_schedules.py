@@ -88,12 +88,80 @@ def test_equals_torch_schedulers(name, torch_scheduler):
         scheduler.step()
 
 
-def test_hugging_face_names_are_aliases():
-    assert get_schedule("cosine_with_min_lr", T, min_lr_rate=0.1)(T) == pytest.approx(0.1)
-    assert get_schedule("constant_with_warmup", T, warmup_steps=4)(1) == 0.5
-    assert get_schedule("warmup_stable_decay", T, decay_ratio=0.5)(75) == pytest.approx(0.5)
-    cycles = get_schedule("cosine_with_restarts", T, num_cycles=4)
-    assert cycles(25) == cycles(50) == 1.0 and cycles(12) < 1.0
+# Every Hugging Face name adamlab computes the transformers way, with argument sets covering each keyword.
+HF_CASES = {
+    "constant_with_warmup": [{}],
+    "cosine_with_restarts": [{}, {"num_cycles": 3}],
+    "inverse_sqrt": [{}, {"timescale": 7}],
+    "cosine_with_min_lr": [{"min_lr_rate": 0.1}, {"min_lr": 2e-5, "num_cycles": 0.75}],
+    "cosine_warmup_with_min_lr": [{"min_lr_rate": 0.05}, {"min_lr": 1e-5, "warmup_lr_rate": 0.2}],
+    "warmup_stable_decay": [
+        {"num_decay_steps": 6},
+        {"num_decay_steps": 9, "decay_type": "1-sqrt", "warmup_type": "cosine", "min_lr_ratio": 0.1},
+        {"num_decay_steps": 5, "num_stable_steps": 4, "decay_type": "linear", "warmup_type": "1-sqrt"},
+    ],
+}
+
+
+def test_every_hugging_face_name_is_covered():
+    from transformers import SchedulerType
+
+    followed_by_loss = {"reduce_lr_on_plateau", "greedy"}
+    own_forms = {"linear", "cosine", "constant", "polynomial"}  # adamlab's names; see test_own_forms_vs_hugging_face
+    assert {member.value for member in SchedulerType} == set(HF_CASES) | followed_by_loss | own_forms
+    assert set(HF_CASES) <= set(available_schedules())
+
+
+@pytest.mark.parametrize("name", sorted(HF_CASES))
+@pytest.mark.parametrize("total,warmup", [(20, 0), (20, 4), (37, 1), (50, 10), (100, 33)])
+def test_hugging_face_names_compute_what_transformers_does(name, total, warmup):
+    from transformers import get_scheduler
+
+    for kwargs in HF_CASES[name]:
+        if "num_stable_steps" in kwargs and warmup + kwargs["num_stable_steps"] + kwargs["num_decay_steps"] > total:
+            continue
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-4)
+        theirs = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total,
+                               scheduler_specific_kwargs=dict(kwargs))
+        ours = create_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-4), name, total, warmup,
+                                **kwargs)
+        # past the horizon too: what the schedule holds after its last step
+        for t in range(total + 5):
+            assert ours.lr_lambdas[0](t) == pytest.approx(theirs.lr_lambdas[0](t), rel=1e-12, abs=1e-15), (kwargs, t)
+
+
+def test_inverse_sqrt_matches_the_issue_example():
+    # T = 20, W = 4: transformers gives 1/sqrt(5/4) at step 5
+    assert get_schedule("inverse_sqrt", 20, warmup_steps=4)(5) == pytest.approx(0.894427191)
+
+
+def test_own_forms_vs_hugging_face():
+    """adamlab's linear and cosine equal transformers' after warmup; only the warmup differs ((t + 1)/W vs t/W)."""
+    from transformers import get_scheduler
+
+    for name in ("linear", "cosine"):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        theirs = get_scheduler(name, optimizer, num_warmup_steps=8, num_training_steps=64).lr_lambdas[0]
+        ours = get_schedule(name, 64, warmup_steps=8)
+        assert [ours(t) for t in range(8, 64)] == pytest.approx([theirs(t) for t in range(8, 64)], abs=1e-15)
+        assert [ours(t) for t in range(8)] == pytest.approx([theirs(t + 1) for t in range(8)], abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: get_schedule("warmup_stable_decay", T), "num_decay_steps"),
+        (lambda: get_schedule("warmup_stable_decay", T, decay_ratio=0.2, num_decay_steps=4), "decay_ratio"),
+        (lambda: get_schedule("warmup_stable_decay", T, num_decay_steps=4, decay_type="cubic"), "decay_type"),
+        (lambda: get_schedule("cosine_with_min_lr", T), "min_lr"),
+        (lambda: get_schedule("cosine_with_min_lr", T, min_lr=1e-5), "base_lr"),
+        (lambda: get_schedule("cosine_with_min_lr", T, min_lr=1e-5, min_lr_rate=0.1, base_lr=1e-3), "only one"),
+        (lambda: get_schedule("reduce_lr_on_plateau", T), "follows the loss"),
+    ],
+)
+def test_hugging_face_argument_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 def _lrs(scheduler, optimizer, steps):
@@ -107,7 +175,8 @@ def _lrs(scheduler, optimizer, steps):
 
 @pytest.mark.parametrize("name", available_schedules())
 def test_resumed_scheduler_gives_the_exact_lr(name):
-    kwargs = {"exponential": {"gamma": 0.99}, "step": {"step_size": 9}, "cosine_restarts": {"t_0": 11}}.get(name, {})
+    kwargs = {"exponential": {"gamma": 0.99}, "step": {"step_size": 9}, "cosine_restarts": {"t_0": 11},
+              **{hf_name: cases[-1] for hf_name, cases in HF_CASES.items()}}.get(name, {})
 
     def fresh():
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-4)

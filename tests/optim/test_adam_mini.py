@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import pickle
 
 import pytest
 import torch
@@ -397,3 +398,16 @@ def test_adamlab_train_runs_full_fine_tuning_and_default_lora(tmp_path, lora):
     groups = json.loads((tmp_path / "result.json").read_text())["optimizer"]["param_groups"]
     assert {g["partition"] for g in groups} == {"official" if lora == "none" else "lora"}
     assert {g["rule"] for g in groups} == ({"head", "row", "tensor"} if lora == "none" else {"row"})
+
+
+def test_copies_keep_edited_name_sets_and_route_alike():
+    """copy.deepcopy and pickle keep the configuration (torch.optim pickles only defaults, state and groups)."""
+    weight, bias = torch.randn(4, 3, requires_grad=True), torch.randn(4, requires_grad=True)
+    optimizer = AdamMini([("block.mlp.weight", weight), ("block.bias", bias)], verbose=False, dim=8, n_heads=2)
+    optimizer.mlp_names = set()  # the documented edit: the weight falls back to one second moment per tensor
+    for copied in (copy.deepcopy(optimizer), pickle.loads(pickle.dumps(optimizer))):
+        assert copied.mlp_names == set() and (copied.dim, copied.n_heads) == (8, 2)
+        for group in copied.param_groups:
+            group["params"][0].grad = torch.ones_like(group["params"][0])
+        copied.step()
+        assert [group["rule"] for group in copied.param_groups] == ["tensor", "adam"]

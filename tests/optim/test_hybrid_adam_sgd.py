@@ -1,10 +1,10 @@
-"""HybridAdamSGD checks beyond the shared table: the spec's §7 tests (specs/hybrid_adam_sgd.md) and the adamlab
+"""HybridAdamSGD checks beyond the shared table: the spec's §7 tests (docs/hybrid_adam_sgd.md) and the adamlab
 additions (§6): a literal transcription of §3, beta precedence, branch-norm log, variants, preset."""
 
 import pytest
 import torch
 
-from adamlab.optim.hybrid_adam_sgd import QWEN_CSQA, BranchNorms, HybridAdamSGD
+from adamlab.optim.hybrid_adam_sgd import BranchNorms, HybridAdamSGD
 
 GOLDEN = dict(lr=0.1, betas=(0.9, 0.999), momentum=0.9, eps=1e-8, transition_steps=10, final_ratio=0.1)
 # spec §7.1: step -> (a_t, p_t); weight_decay 0, then 0.1
@@ -387,18 +387,6 @@ def test_variants_are_off_by_default_and_named_in_the_label():
     assert HybridAdamSGD([p], sgd_dampening=True).label() == "hybrid_adam_sgd[sgd_dampening]"
     both = HybridAdamSGD([p], sgd_dampening=True, sgd_lr_scale=0.1)
     assert both.label() == "hybrid_adam_sgd[sgd_dampening,sgd_lr_scale=0.1]"
-
-
-def test_qwen_csqa_preset():
-    p = torch.zeros(2, requires_grad=True)
-    assert HybridAdamSGD([p]).defaults["lr"] == 1e-4  # the reference class default stays
-    group = HybridAdamSGD.qwen_csqa([p]).param_groups[0]
-    assert group["lr"] == 1e-5
-    expected = dict(betas=(0.9, 0.999), beta1=0.9, beta2=0.999, momentum=0.9, eps=1e-8, weight_decay=0.01,
-                    transition_steps=1000, final_ratio=0.1)
-    assert {key: group[key] for key in expected} == expected
-    assert QWEN_CSQA["lr"] == 1e-5
-    assert HybridAdamSGD.qwen_csqa([p], lr=3e-5, foreach=False).param_groups[0]["lr"] == 3e-5
 
 
 def test_state_is_an_int_step_and_tensors_in_the_param_dtype():

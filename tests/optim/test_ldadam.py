@@ -619,3 +619,27 @@ def test_adamlab_train_runs_ldadam(tmp_path, lora):
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["optimizer"]["class"] == "LDAdamW"
     assert record["optimizer"]["param_groups"][0]["enable_lowrank"] is True
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_complex_params_train_in_adamw_groups_as_real_pairs(foreach):
+    """Complex params step as their real pairs in the AdamW groups (state_dtype widening included) and are
+    rejected when a low-rank group is added."""
+    gen = torch.Generator().manual_seed(0)
+    complex_params = [torch.randn(shape, generator=gen, dtype=torch.complex128).requires_grad_()
+                      for shape in [(4, 3), (5,)]]
+    real_params = [torch.view_as_real(p.detach()).clone().requires_grad_() for p in complex_params]
+    on_complex = LDAdamW(complex_params, lr=1e-2, weight_decay=0.1, foreach=foreach)
+    on_real = LDAdamW(real_params, lr=1e-2, weight_decay=0.1, foreach=foreach)
+    for _ in range(5):
+        for c, r in zip(complex_params, real_params):
+            c.grad = torch.randn(c.shape, generator=gen, dtype=torch.complex128)
+            r.grad = torch.view_as_real(c.grad).clone()
+        on_complex.step()
+        on_real.step()
+    for c, r in zip(complex_params, real_params):
+        assert torch.equal(torch.view_as_real(c.detach()), r.detach())
+    matrix = torch.zeros(4, 3, dtype=torch.complex64, requires_grad=True)
+    with pytest.raises(ValueError, match="enable_lowrank=True does not support complex parameters"):
+        on_complex.add_param_group({"params": [matrix], "enable_lowrank": True, "rank": 2})
+    assert len(on_complex.param_groups) == 1

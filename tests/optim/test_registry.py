@@ -33,7 +33,10 @@ def test_every_available_name_builds_and_steps_on_a_model(name):
     torch.manual_seed(0)
     model = TinyModel()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = create_optimizer(name, model, lr=1e-2)
+    hparams = {}
+    if name == "switch":
+        hparams = dict(phases=[{"name": "sgd", "momentum": 0.9}, {"name": "adamw"}], milestones=[2])
+    optimizer = create_optimizer(name, model, lr=1e-2, **hparams)
     if hasattr(optimizer, "train"):  # schedule-free optimizers must be put in train mode
         optimizer.train()
     for _ in range(3):
@@ -131,3 +134,53 @@ def test_lookahead_wraps_a_named_base_and_routes_its_hyperparameters():
     assert optimizer.param_groups[0]["lr"] == 2e-3
     with pytest.raises(ValueError, match="Unknown optimizer"):
         create_optimizer("lookahead", TinyModel(), base="nope")
+
+
+def train_steps(optimizer, model, steps=5):
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_of(model)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_adafactor_hf_lr_free_mode_trains_without_an_lr():
+    """relative_step=True: the step size comes from the step count and the parameter's scale, not from lr."""
+    torch.manual_seed(0)
+    model = TinyModel()
+    optimizer = create_optimizer("adafactor_hf", model, relative_step=True, scale_parameter=True, warmup_init=True)
+    assert optimizer.param_groups[0]["lr"] is None
+    losses = train_steps(optimizer, model, steps=20)
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="relative_step"):  # transformers refuses an lr in the lr-free mode
+        create_optimizer("adafactor_hf", TinyModel(), lr=1e-3, relative_step=True)
+
+
+def test_adafactor_hf_defaults_to_the_trainers_explicit_lr_and_takes_beta1_momentum():
+    torch.manual_seed(0)
+    model = TinyModel()
+    optimizer = create_optimizer("adafactor_hf", model, lr=1e-2, beta1=0.9)
+    group = optimizer.param_groups[0]
+    assert (group["relative_step"], group["scale_parameter"], group["warmup_init"]) == (False, False, False)
+    train_steps(optimizer, model, steps=2)
+    assert all("exp_avg" in state for state in optimizer.state.values())  # the first moment, with beta1
+    assert create_optimizer("adafactor_hf", TinyModel(), relative_step=True).param_groups[0]["relative_step"]
+
+
+@pytest.mark.parametrize("name", ["lamb", "sm3"])
+def test_pytorch_optimizer_baselines_reject_typos_and_name_their_extra(name, monkeypatch):
+    """pytorch-optimizer's classes take **kwargs and ignore unknown ones: the registry checks names itself."""
+    with pytest.raises(ValueError, match="Unknown hyperparameter 'lrr'"):
+        create_optimizer(name, TinyModel(), lrr=1e-3)
+    monkeypatch.setitem(sys.modules, "pytorch_optimizer", None)
+    with pytest.raises(registry.MissingDependencyError, match=r"pip install 'adamlab\[baselines\]'"):
+        create_optimizer(name, TinyModel())
+
+
+def test_bitsandbytes_names_and_their_hugging_face_aliases():
+    assert registry.resolve_name("adamw_bnb_8bit") == "adamw_8bit"
+    assert registry.resolve_name("paged_adamw_32bit") == "paged_adamw_32bit"
+    assert registry.REGISTRY["adam_8bit"].target == "bitsandbytes.optim:Adam8bit"

@@ -189,7 +189,8 @@ def test_adam_dds_estimates_its_step_size_before_the_first_step_and_reuses_it(tm
 
 @pytest.mark.parametrize("name", available_optimizers())
 def test_every_registered_optimizer_trains_through_the_loop(tmp_path, name):
-    args = {"lookahead": {"base": "adamw"}, "adam_dds": {"samples": 4}, "ldadam": {"rank": 2}}.get(name, {})
+    args = {"lookahead": {"base": "adamw"}, "adam_dds": {"samples": 4}, "ldadam": {"rank": 2},
+            "switch": {"phases": [{"name": "sgd"}, {"name": "adamw"}], "milestones": [1]}}.get(name, {})
     lr = 1e-3 if name != "dadapt_adam" else 1.0  # D-Adaptation takes lr as a multiplier of its own estimate
     result = train(tiny_config(tmp_path, optimizer=name, lr=lr, optimizer_args=args, steps=2, eval_limit=4),
                    show_progress=False)

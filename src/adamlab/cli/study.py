@@ -45,7 +45,7 @@ def _print_tables(report) -> None:
 
 @app.command()
 def sweep(
-    study: Annotated[Path, typer.Argument(help="the study spec (YAML)")],
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
     out: Annotated[Path | None, typer.Option(help="study folder (default: studies/runs/<name>)")] = None,
     executor: Annotated[str, typer.Option(
         help="where trials run: local (this machine: one at a time, or one per GPU) or ray (a Ray cluster)")] = "local",
@@ -126,16 +126,25 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
 
 @app.command()
 def report(study_dir: Annotated[Path, typer.Argument(help="a study folder (from `adamlab sweep`)")]) -> None:
-    """Write STUDY_DIR/report/ (report.md, tables as .tex and .csv, summary.json) from the results store."""
+    """Write STUDY_DIR/report/ (report.md, tables as .tex and .csv, summary.json) from the results store; for a
+    recommendation folder (from `adamlab recommend`), its verdict report."""
     from ..reports import write_report
+    from ..reports.verdict import write_verdict_report
+    from ..studies.recommend import RESULT_FILE
 
     with bad_input_exits_2():
+        if (study_dir / RESULT_FILE).is_file():
+            verdict = write_verdict_report(study_dir)
+            console.print(f"report: {verdict.markdown}\nhtml report: {verdict.html}", soft_wrap=True)
+            return
         written = write_report(study_dir)
     _print_tables(written)
 
 
 @app.command()
-def validate(study: Annotated[Path, typer.Argument(help="the study spec (YAML)")]) -> None:
+def validate(
+    study: Annotated[Path, typer.Argument(help="a study spec (YAML file), or a bundled study by name (`adamlab studies`)")],
+) -> None:
     """Check a study spec and every trial it expands to, without running anything (no model is loaded: learning-rate
     estimates not made yet are listed, to be made at the start of the sweep)."""
     from ..studies import default_study_dir, expand_trials, load_spec

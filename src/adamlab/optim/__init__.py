@@ -17,6 +17,7 @@ from .registry import (
     no_weight_decay,
     param_groups,
 )
+from .switch import Switch
 from .yogi import Yogi
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Lion",
     "Lookahead",
     "MissingDependencyError",
+    "Switch",
     "Yogi",
     "available_optimizers",
     "create_optimizer",

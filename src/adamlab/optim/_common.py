@@ -1,4 +1,5 @@
-"""Pieces every adamlab optimizer shares: hyperparameter checks, gradient collection, foreach grouping.
+"""Pieces every adamlab optimizer shares: hyperparameter checks, doc fragments, gradient collection, complex
+parameters as real pairs, foreach grouping.
 
 Each optimizer module keeps its own ``step`` readable top to bottom and calls these helpers; the math
 lives in two functions per module, ``_single_tensor_<name>`` (the reference loop) and
@@ -8,7 +9,7 @@ lives in two functions per module, ``_single_tensor_<name>`` (the reference loop
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -52,6 +53,48 @@ def check_positive_int(value: int, name: str) -> None:
         raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
 
 
+# --- doc fragments: the argument lines every optimizer documents alike, written once (torch.optim does the same) --
+
+ARG_DOCS = {
+    "maximize": "maximize the objective instead of minimizing it.",
+    "foreach": "use the multi-tensor path (``None`` = whenever the tensors allow it).",
+}
+
+
+def document_args(*names: str, **overrides: str) -> Callable[[type], type]:
+    """Append the shared ``Args`` lines ``names`` (``overrides`` replace a shared line's text) to a class docstring,
+    whose ``Args:`` section must come last."""
+
+    def decorate(cls: type) -> type:
+        lines = [f"        {name}: {overrides.get(name, ARG_DOCS[name])}" for name in names]
+        cls.__doc__ = cls.__doc__.rstrip() + "\n" + "\n".join(lines) + "\n"
+        return cls
+
+    return decorate
+
+
+# --- complex parameters -------------------------------------------------------------------------------------------
+
+
+def as_real(tensor: Tensor) -> Tensor:
+    """A complex tensor as its real pairs (a view with a trailing dimension of 2), as torch.optim steps complex
+    parameters; a real tensor as is. Elementwise updates on the view treat re and im as two real coordinates."""
+    return torch.view_as_real(tensor) if torch.is_complex(tensor) else tensor
+
+
+def real_views(*tensorlists: list[Tensor]) -> list[list[Tensor]]:
+    """Each list with its complex tensors as real views: the first line of every single-tensor update."""
+    return [[as_real(t) for t in tensors] for tensors in tensorlists]
+
+
+def reject_complex(params: Iterable[Tensor], optimizer_name: str, reason: str) -> None:
+    """For algorithms whose update depends on a tensor's shape (factored or blocked statistics, projections):
+    a complex parameter has no agreed meaning there, so it fails when its group is added, not with wrong numbers."""
+    if any(torch.is_complex(p) for p in params):
+        raise ValueError(f"{optimizer_name} does not support complex parameters: {reason}; train the real view "
+                         "(torch.view_as_real) to treat real and imaginary parts as separate real coordinates")
+
+
 # --- the step skeleton ------------------------------------------------------------------------------
 
 
@@ -93,10 +136,11 @@ def group_by_device_and_dtype(tensorlists: list[list[Tensor]]) -> Iterator[tuple
     on CPU also into cache-sized runs of whole tensors.
 
     Yields the split lists and the original positions of their entries, so per-parameter Python values
-    (step counters, bias corrections) can be picked out for each split."""
+    (step counters, bias corrections) can be picked out for each split. Complex tensors come out as their real
+    views, as torch.optim's foreach paths take them right after grouping."""
     grouped = Optimizer._group_tensors_by_device_and_dtype(tensorlists, with_indices=True)
     for (device, _), (split_lists, positions) in grouped.items():
-        split_lists, positions = [list(t) for t in split_lists], list(positions)
+        split_lists, positions = real_views(*split_lists), list(positions)
         if device is None or device.type != "cpu":
             yield split_lists, positions
             continue
@@ -106,3 +150,22 @@ def group_by_device_and_dtype(tensorlists: list[list[Tensor]]) -> Iterator[tuple
             if elements >= CPU_RUN_ELEMENTS or end == len(positions):
                 yield [t[start:end] for t in split_lists], positions[start:end]
                 start, elements = end, 0
+
+
+def step_without_global_hooks(optimizer: Optimizer, closure: Callable[[], float] | None) -> float | None:
+    """``optimizer.step(closure)`` with the optimizer's own step hooks but not the global ones, for wrappers that step
+    an inner optimizer (Lookahead, Switch): the wrapper's own step fires the global hooks, once. torch has no
+    option for this, so its step wrapper's hook loop is repeated here; an ``optimizer.step`` replaced on the
+    instance (not the class) is bypassed."""
+    step = getattr(type(optimizer).step, "__wrapped__", None)
+    if step is None:  # a class whose step torch has not wrapped with hooks
+        return optimizer.step(closure)
+    args, kwargs = (optimizer, closure), {}
+    for pre_hook in list(optimizer._optimizer_step_pre_hooks.values()):
+        result = pre_hook(optimizer, args, kwargs)
+        if result is not None:
+            args, kwargs = result
+    loss = step(*args, **kwargs)
+    for post_hook in list(optimizer._optimizer_step_post_hooks.values()):
+        post_hook(optimizer, args, kwargs)
+    return loss

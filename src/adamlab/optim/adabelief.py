@@ -1,3 +1,9 @@
+"""AdaBelief: Adam whose second moment tracks how far the gradient strays from its running mean.
+
+``AdaBelief`` holds the algorithm (its class docstring) and the ``step`` loop; the update itself lives in
+``_single_tensor_adabelief`` (the readable reference) and ``_multi_tensor_adabelief`` (``torch._foreach_*``).
+"""
+
 from __future__ import annotations
 
 import math
@@ -12,15 +18,18 @@ from ._common import (
     check_eps,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
 __all__ = ["AdaBelief"]
 
 
+@document_args("maximize", "foreach")
 class AdaBelief(Optimizer):
     r"""AdaBelief: Adam whose step is scaled by the belief in the observed gradient (Zhuang et al., 2020,
     "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients", NeurIPS,
@@ -82,8 +91,6 @@ class AdaBelief(Optimizer):
         rectify: use the RAdam-style rectified update (default True).
         degenerated_to_sgd: while rectifying and :math:`\rho_t < 5`, take an SGD-with-momentum step instead
             of none (default True).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -204,6 +211,9 @@ def _single_tensor_adabelief(
     degenerated_to_sgd: bool,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_vars, max_exp_avg_vars = real_views(
+        params, grads, exp_avgs, exp_avg_vars, max_exp_avg_vars
+    )
     for i, (param, grad, exp_avg, exp_avg_var, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_vars, steps)):
         if maximize:
             grad = -grad

@@ -1,3 +1,9 @@
+"""AdaBound and AMSBound: Adam whose per-coordinate step size is clipped into bounds closing in on SGD.
+
+``AdaBound`` holds the algorithm and the ``step`` loop; ``_single_tensor_adabound`` is the readable reference
+update, ``_multi_tensor_adabound`` the same with ``torch._foreach_*`` kernels.
+"""
+
 from __future__ import annotations
 
 import math
@@ -12,15 +18,18 @@ from ._common import (
     check_eps,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
 __all__ = ["AdaBound"]
 
 
+@document_args("maximize", "foreach")
 class AdaBound(Optimizer):
     r"""AdaBound: Adam whose per-coordinate step size is clipped to bounds that close in on an SGD learning
     rate (Luo et al., 2019, "Adaptive Gradient Methods with Dynamic Bound of Learning Rate", ICLR,
@@ -73,8 +82,6 @@ class AdaBound(Optimizer):
         eps: :math:`\epsilon` (default 1e-8).
         weight_decay: L2 penalty :math:`\lambda` (default 0).
         amsbound: normalise by the running maximum of :math:`v_t` (AMSBound; default False).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -199,6 +206,9 @@ def _single_tensor_adabound(
     amsbound: bool,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = real_views(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs
+    )
     for i, (param, grad, exp_avg, exp_avg_sq, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
         if maximize:
             grad = -grad

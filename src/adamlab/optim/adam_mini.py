@@ -1,7 +1,12 @@
+"""Adam-mini: Adam with one second moment per block (attention head, output neuron, or whole tensor).
+
+``AdamMini`` routes every named parameter to a block rule, keeps the per-block mean of g² and hands the
+elementwise rest to the shared AdamW kernel (``_adamw``). ``PartitionEntry`` is one row of its partition report.
+"""
+
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -12,14 +17,16 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ._adamw import multi_tensor_adamw, single_tensor_adamw
 from ._common import (
     check_betas,
     check_eps,
     check_lr,
     check_nonnegative,
     check_positive_int,
+    document_args,
     evaluate_closure,
-    group_by_device_and_dtype,
+    reject_complex,
     use_foreach,
 )
 
@@ -36,6 +43,12 @@ LORA_FACTOR_NAMES = ("lora_a", "lora_b", "lora_embedding_a", "lora_embedding_b")
 NO_DECAY_NAMES = ("norm", "ln", "bias")
 
 
+# Set in __init__ and needed by step(), beyond what torch.optim pickles (defaults, state, param_groups).
+_CONFIGURATION = ("dim", "n_heads", "n_kv_heads", "head_numel", "world_size", "adam_block_names", "wqk_names",
+                  "embd_names", "output_names", "wv_names", "mlp_names", "attn_proj_names", "lora_names",
+                  "_routed_sets", "_shared_numel")
+
+
 @dataclass(frozen=True)
 class PartitionEntry:
     """How one parameter is partitioned: ``blocks`` second-moment scalars (learning rates) for ``numel`` elements."""
@@ -48,6 +61,7 @@ class PartitionEntry:
     weight_decay: float
 
 
+@document_args("maximize", "foreach")
 class AdamMini(Optimizer):
     r"""Adam-mini (Zhang et al., 2025, ICLR, "Adam-mini: Use Fewer Learning Rates To Gain More",
     arXiv:2406.16793). Semantics of the authors' ``adam-mini`` 1.1.1 (``adam_mini.Adam_mini``).
@@ -129,8 +143,6 @@ class AdamMini(Optimizer):
             number of head blocks (default ``n_heads``).
         verbose: log the partition table and warnings once, at construction.
         partition: ``"official"`` (the v1.1.1 rules) or ``"lora"`` (LoRA factors per row).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -180,14 +192,7 @@ class AdamMini(Optimizer):
         self.attn_proj_names = {"o_proj", "wo", "attn.proj"}
         self.lora_names = set(LORA_FACTOR_NAMES)
 
-        groups, named = [], False
-        for index, (name, param, overrides) in enumerate(_named_entries(named_parameters)):
-            if not param.requires_grad:
-                continue
-            named = named or name is not None
-            name = f"#{index}" if name is None else name.lower()
-            decay = 0.0 if any(s in name for s in NO_DECAY_NAMES) else overrides.get("weight_decay", weight_decay)
-            groups.append({**overrides, "params": [param], "name": name, "weight_decay": decay})
+        groups, named = _parameter_groups(named_parameters, weight_decay)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -201,6 +206,23 @@ class AdamMini(Optimizer):
         self._route()
         if verbose:
             self._log_partition(warn_unmatched=named)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add parameters as the constructor takes them: ``params`` holds ``(name, tensor)`` pairs or tensors, the
+        other keys override the defaults. Each parameter becomes its own group and is routed to its rule at once."""
+        if "name" not in param_group:
+            groups, _ = _parameter_groups([param_group], self.defaults["weight_decay"], start=len(self.param_groups))
+            for group in groups:
+                self.add_param_group(group)
+            return
+        super().add_param_group(param_group)  # one parameter's group, with its name
+        if hasattr(self, "_routed_sets"):  # added after construction; the constructor routes all groups at once
+            self._route()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim keeps only defaults, state and param_groups: copy.deepcopy and pickle would drop the
+        # configuration the next step() needs.
+        return {**super().__getstate__(), **{name: getattr(self, name) for name in _CONFIGURATION}}
 
     @classmethod
     def from_model(cls, model: nn.Module, **hparams: Any) -> AdamMini:
@@ -366,15 +388,17 @@ class AdamMini(Optimizer):
                 tensor_list.append(value)
 
         for group, params, grads, ms, vs, mean_squares, steps in buckets.values():
-            update = _multi_tensor_adam_mini if use_foreach(group, params) else _single_tensor_adam_mini
+            # The AdamW update, each rule's second moment (full size, (blocks, 1) or 0-dim) broadcasting over m
+            # viewed with one row per block.
+            update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
             beta1, beta2 = group["betas"]
             update(
                 params,
                 grads,
                 ms,
                 vs,
-                mean_squares,
                 steps,
+                grad_squares=mean_squares,
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -387,6 +411,21 @@ class AdamMini(Optimizer):
 
 def _match(name: str, substrings: Iterable[str]) -> str | None:
     return next((s for s in sorted(substrings) if s in name), None)
+
+
+def _parameter_groups(named_parameters, weight_decay: float, start: int = 0) -> tuple[list[dict[str, Any]], bool]:
+    """One group per trainable parameter (its ``name`` lower-cased, no weight decay for the no-decay names), and
+    whether any parameter came with a name. Unnamed tensors are named ``#<index>``, counted from ``start``."""
+    groups, named = [], False
+    for index, (name, param, overrides) in enumerate(_named_entries(named_parameters), start=start):
+        if not param.requires_grad:
+            continue
+        named = named or name is not None
+        name = f"#{index}" if name is None else name.lower()
+        reject_complex([param], "AdamMini", f"the blocks of {name} (heads, rows) are laid out over real entries")
+        decay = 0.0 if any(s in name for s in NO_DECAY_NAMES) else overrides.get("weight_decay", weight_decay)
+        groups.append({**overrides, "params": [param], "name": name, "weight_decay": decay})
+    return groups, named
 
 
 def _named_entries(named_parameters) -> Iterator[tuple[str | None, Tensor, dict[str, Any]]]:
@@ -437,65 +476,3 @@ def _block_mean_square(grad_blocks: Tensor, rule: str) -> Tensor:
     if rule == TENSOR:
         return square.sum() / max(square.numel(), 1)  # an empty tensor's second moment stays 0, not 0/0
     return square.mean(dim=1, keepdim=True)
-
-
-# The update below is the same for every rule: each rule's second moment (full size, (blocks, 1) or 0-dim)
-# broadcasts over m, viewed with one row per block.
-
-
-def _single_tensor_adam_mini(
-    params: list[Tensor],
-    grads: list[Tensor],
-    ms: list[Tensor],
-    vs: list[Tensor],
-    mean_squares: list[Tensor],
-    steps: list[int],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    for param, grad, m, v, mean_square, step in zip(params, grads, ms, vs, mean_squares, steps):
-        if maximize:
-            grad = -grad
-        v.mul_(beta2).add_(mean_square, alpha=1 - beta2)
-        if weight_decay > 0:
-            param.mul_(1 - lr * weight_decay)
-        m.lerp_(grad, 1 - beta1)
-        denom = (v.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
-        param.addcdiv_(m, denom, value=-lr / (1 - beta1**step))
-
-
-def _multi_tensor_adam_mini(
-    params: list[Tensor],
-    grads: list[Tensor],
-    ms: list[Tensor],
-    vs: list[Tensor],
-    mean_squares: list[Tensor],
-    steps: list[int],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    lists = [params, grads, ms, vs, mean_squares]
-    for (device_params, device_grads, device_ms, device_vs, device_mean_squares), positions in (
-        group_by_device_and_dtype(lists)
-    ):
-        if maximize:
-            device_grads = torch._foreach_neg(device_grads)
-        torch._foreach_mul_(device_vs, beta2)
-        torch._foreach_add_(device_vs, device_mean_squares, alpha=1 - beta2)
-        if weight_decay > 0:
-            torch._foreach_mul_(device_params, 1 - lr * weight_decay)
-        torch._foreach_lerp_(device_ms, device_grads, 1 - beta1)
-        denoms = torch._foreach_sqrt(device_vs)
-        torch._foreach_div_(denoms, [math.sqrt(1 - beta2 ** steps[i]) for i in positions])
-        torch._foreach_add_(denoms, eps)
-        torch._foreach_addcdiv_(device_params, device_ms, denoms, [-lr / (1 - beta1 ** steps[i]) for i in positions])

@@ -1,7 +1,15 @@
+"""CAME: Adafactor-style factored second moments, with a confidence (instability) statistic that scales the
+momentum.
+
+``CAME`` holds the algorithm and the ``step`` loop; ``_update_factored`` is the per-matrix factored step, shared by
+``_single_tensor_came`` (the readable reference) and ``_multi_tensor_came``.
+"""
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,15 +20,18 @@ from ._common import (
     check_eps,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    reject_complex,
     use_foreach,
 )
 
 __all__ = ["CAME"]
 
 
+@document_args("maximize", "foreach")
 class CAME(Optimizer):
     r"""CAME: Confidence-guided Adaptive Memory Efficient optimization (Luo et al., 2023, ACL, "CAME:
     Confidence-guided Adaptive Memory Efficient Optimization", arXiv:2307.02047). Semantics of
@@ -74,8 +85,6 @@ class CAME(Optimizer):
         betas: :math:`(\beta_1, \beta_2, \beta_3)` for the update, the squared gradient and the instability
             (default (0.9, 0.999, 0.9999)).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -108,6 +117,15 @@ class CAME(Optimizer):
             foreach=foreach,
         )
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        try:
+            reject_complex(self.param_groups[-1]["params"], "CAME",
+                           "its row and column statistics are defined for real matrices")
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

@@ -1,3 +1,9 @@
+"""Hybrid Adam+SGD: an AdamW step blended into heavy-ball SGD, the Adam weight falling linearly over training.
+
+``HybridAdamSGD`` holds the algorithm and the ``step`` loop; ``BranchNorms`` are the optional per-step branch
+magnitudes. The study settings it was published with are in the bundled ``hybrid_csqa`` study spec.
+"""
+
 from __future__ import annotations
 
 import math
@@ -15,19 +21,15 @@ from ._common import (
     check_lr,
     check_nonnegative,
     check_positive_int,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
-__all__ = ["QWEN_CSQA", "BranchNorms", "HybridAdamSGD"]
-
-# The study's CommonsenseQA settings (spec §1): lr 1e-5, not the class default 1e-4.
-QWEN_CSQA: dict[str, Any] = dict(
-    lr=1e-5, betas=(0.9, 0.999), momentum=0.9, eps=1e-8, weight_decay=0.01, transition_steps=1000, final_ratio=0.1
-)
-
+__all__ = ["BranchNorms", "HybridAdamSGD"]
 
 class BranchNorms(NamedTuple):
     """One step's branch magnitudes before the lr: L2 norms over every parameter that stepped, as 0-dim
@@ -37,12 +39,13 @@ class BranchNorms(NamedTuple):
     sgd: Tensor  # ||sgd_lr_scale * (1 - a_t) * b_t||
 
 
+@document_args("maximize", "foreach")
 class HybridAdamSGD(Optimizer):
     r"""Hybrid Adam+SGD: a per-parameter blend of an AdamW step and an unnormalised heavy-ball SGD step whose Adam
     weight falls linearly from 1 to ``final_ratio`` over ``transition_steps`` steps. No paper; the rule of the
     "Qwen3 optimizer comparison study" (``ivrejchik/qwen3-optimizer-study`` at 2f07ada,
     ``utils/hybrid_adam_sgd.py``). Semantics of that reference class ``AdamSGDHybrid``, as specified in
-    ``specs/hybrid_adam_sgd.md``.
+    ``docs/hybrid_adam_sgd.md``.
 
     .. math::
         \begin{aligned}
@@ -87,7 +90,7 @@ class HybridAdamSGD(Optimizer):
 
     Args:
         params: parameters or param groups.
-        lr: learning rate :math:`\gamma` (default 1e-4; the study used 1e-5, see :meth:`qwen_csqa`).
+        lr: learning rate :math:`\gamma` (default 1e-4; the study used 1e-5: see the ``hybrid_csqa`` study).
         betas: :math:`(\beta_1, \beta_2)` of the Adam branch (default (0.9, 0.999)).
         momentum: :math:`\mu` of the SGD branch (default 0.9).
         eps: :math:`\epsilon`, added after the bias-corrected square root; may be 0 (default 1e-8).
@@ -97,8 +100,6 @@ class HybridAdamSGD(Optimizer):
         sgd_dampening: variant, off by default: :math:`b \leftarrow \mu b + (1 - \mu) g`.
         sgd_lr_scale: variant, 1 (off) by default: multiplies the SGD branch.
         track_branch_norms: append one :class:`BranchNorms` per step to ``self.branch_norms`` (default off).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -138,11 +139,6 @@ class HybridAdamSGD(Optimizer):
         _check_hparams(defaults)
         self.branch_norms: list[BranchNorms] = []
         super().__init__(params, defaults)
-
-    @classmethod
-    def qwen_csqa(cls, params: Iterable[Tensor] | Iterable[dict], **overrides: Any) -> HybridAdamSGD:
-        """The study's CommonsenseQA preset (:data:`QWEN_CSQA`); keyword arguments override it."""
-        return cls(params, **{**QWEN_CSQA, **overrides})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -307,6 +303,9 @@ def _single_tensor_hybrid_adam_sgd(
     maximize: bool,
     branch_norms: tuple[list[Tensor], list[Tensor]] | None,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_sqs, momentum_bufs = real_views(
+        params, grads, exp_avgs, exp_avg_sqs, momentum_bufs
+    )
     scalars = _step_scalars(
         steps,
         beta1=beta1,

@@ -1,3 +1,11 @@
+"""LDAdamW: Adam run on low-rank projections of each matrix's gradient, with error feedback for what the
+projection drops.
+
+``LDAdamW`` steps low-rank groups with ``_lowrank_ldadam`` (one matrix at a time: matmuls have no foreach
+kernels) and the other groups with the shared AdamW kernel (``_adamw``); ``ldadam_param_groups`` decides which of a
+model's matrices go low-rank.
+"""
+
 from __future__ import annotations
 
 import inspect
@@ -10,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ._adamw import multi_tensor_adamw, single_tensor_adamw
 from ._common import (
     check_beta,
     check_betas,
@@ -17,9 +26,10 @@ from ._common import (
     check_lr,
     check_nonnegative,
     check_positive_int,
+    document_args,
     evaluate_closure,
-    group_by_device_and_dtype,
     params_with_grad,
+    reject_complex,
     use_foreach,
 )
 from .param_groups import no_weight_decay
@@ -34,11 +44,17 @@ FORMAT_VERSION = 1  # of the state_dict; load_state_dict refuses any other
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+@document_args(
+    "maximize",
+    "foreach",
+    foreach="use the multi-tensor path for the elementwise (non-low-rank) groups (``None`` = whenever the tensors "
+    "allow it).",
+)
 class LDAdamW(Optimizer):
     r"""LDAdamW: Adam from low-dimensional gradient statistics, with a projection-aware state update and
     generalized error feedback (Robert, Safaryan, Modoranu & Alistarh, 2025, ICLR, "LDAdam: Adaptive Optimization
     from Low-Dimensional Gradient Statistics", arXiv:2410.16103). Semantics of the official ``ldadamw_torch.LDAdamW``
-    (``IST-DASLab/LDAdam`` at f3c5daf, after the Q∘Q fix c9cd09a), as specified in ``specs/ldadam.md``.
+    (``IST-DASLab/LDAdam`` at f3c5daf, after the Q∘Q fix c9cd09a), as specified in ``docs/ldadam.md``.
 
     A matrix :math:`W \in \mathbb{R}^{m \times n}` in a group with ``enable_lowrank=True`` is written in left form:
     :math:`X = a` for left projection, :math:`X = a^\top` for right projection (``proj_type="std"`` projects the
@@ -134,9 +150,6 @@ class LDAdamW(Optimizer):
         step_counter: ``"global"`` (official) or ``"per_param"``.
         state_dtype: ``None`` (the parameter's dtype, official) or ``torch.float32`` / ``torch.float64``.
         decomp_dtype: dtype of SVD/QR: ``torch.float32`` (official), ``torch.float64`` or ``"param"``.
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path for the elementwise (non-low-rank) groups (``None`` = whenever the
-            tensors allow it).
     """
 
     def __init__(
@@ -276,7 +289,7 @@ class LDAdamW(Optimizer):
             exp_avg_sqs.append(state["exp_avg_sq"])
         if not params:
             return
-        update = _multi_tensor_adamw if use_foreach(group, params) else _single_tensor_adamw
+        update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
         beta1, beta2 = group["betas"]
         update(
             params,
@@ -391,6 +404,8 @@ def _state_elements(m: int, n: int, rank: int) -> int:
 
 
 def _check_lowrank_shape(p: Tensor, rank: int, proj_type: str, *, warn: bool) -> None:
+    reject_complex([p], "LDAdamW with enable_lowrank=True", "the projection and its QR/SVD are those of real matrices "
+                   "(complex parameters train in groups with enable_lowrank=False)")
     if p.dim() != 2:
         raise ValueError(
             f"LDAdamW: a parameter of shape {tuple(p.shape)} is in a group with enable_lowrank=True, which takes 2-D "
@@ -526,67 +541,6 @@ def _lowrank_ldadam(
         param.mul_(1 - lr * weight_decay)
     param.add_(update.mT if right else update, alpha=-lr)
     state["projector"], state["exp_avg"], state["exp_avg_sq"] = p_new, m, v
-
-
-# --- the AdamW step of the other groups ---------------------------------------------------------------------
-
-
-def _single_tensor_adamw(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    steps: list[int],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    for param, grad, exp_avg, exp_avg_sq, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        grad = grad.to(exp_avg.dtype)
-        if maximize:
-            grad = -grad
-        if weight_decay != 0:
-            param.mul_(1 - lr * weight_decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
-
-
-def _multi_tensor_adamw(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    steps: list[int],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    grouped = group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs])
-    for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs), positions in grouped:
-        device_steps = [steps[i] for i in positions]
-        # foreach kernels take one dtype per call: gradients join the state's (wider with state_dtype)
-        device_grads = [g.to(m.dtype) for g, m in zip(device_grads, device_exp_avgs)]
-        if maximize:
-            device_grads = torch._foreach_neg(device_grads)
-        if weight_decay != 0:
-            torch._foreach_mul_(device_params, 1 - lr * weight_decay)
-        torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
-        torch._foreach_mul_(device_exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, value=1 - beta2)
-        denoms = torch._foreach_sqrt(device_exp_avg_sqs)
-        torch._foreach_div_(denoms, [math.sqrt(1 - beta2**step) for step in device_steps])
-        torch._foreach_add_(denoms, eps)
-        torch._foreach_addcdiv_(device_params, device_exp_avgs, denoms, [-lr / (1 - beta1**s) for s in device_steps])
 
 
 # --- param groups for a model ------------------------------------------------------------------------------------

@@ -1,3 +1,9 @@
+"""Lion: the sign of an interpolated momentum as the update (every coordinate moves by exactly lr).
+
+``Lion`` holds the algorithm and the ``step`` loop; ``_single_tensor_lion`` is the readable reference update,
+``_multi_tensor_lion`` the same with ``torch._foreach_*`` kernels.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -10,15 +16,18 @@ from ._common import (
     check_betas,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
 __all__ = ["Lion"]
 
 
+@document_args("maximize", "foreach")
 class Lion(Optimizer):
     r"""Lion: EvoLved Sign Momentum (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms",
     arXiv:2302.06675). Semantics of ``lion-pytorch`` (``decoupled_weight_decay=False``).
@@ -47,8 +56,6 @@ class Lion(Optimizer):
         lr: learning rate :math:`\gamma` (default 1e-4).
         betas: :math:`(\beta_1, \beta_2)`, interpolation for the update and for the momentum (default (0.9, 0.99)).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ def _single_tensor_lion(
     weight_decay: float,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs = real_views(params, grads, exp_avgs)
     for param, grad, exp_avg in zip(params, grads, exp_avgs):
         if maximize:
             grad = -grad

@@ -1,3 +1,9 @@
+"""Lookahead: slow weights that move toward the fast weights of any inner optimizer every k steps.
+
+``Lookahead`` wraps an optimizer instance and is itself a ``torch.optim.Optimizer`` (state_dict, param groups and
+hooks included); the slow-weight sync is ``_single_tensor_lookahead_sync`` / ``_multi_tensor_lookahead_sync``.
+"""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -8,7 +14,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_positive_int, group_by_device_and_dtype, use_foreach
+from ._common import (
+    check_positive_int,
+    group_by_device_and_dtype,
+    real_views,
+    step_without_global_hooks,
+    use_foreach,
+)
 
 __all__ = ["Lookahead"]
 
@@ -41,6 +53,9 @@ class Lookahead(Optimizer):
       weights, with a gradient this step or not (``pytorch_optimizer`` syncs only those with a gradient).
     * :math:`\alpha = 1` returns the inner optimizer exactly; :math:`\alpha = 0` resets the fast weights every k
       steps.
+
+    Step hooks: the global ones (``torch.optim.optimizer.register_optimizer_step_pre_hook`` / ``_post_hook``) fire
+    once per step, for the Lookahead; the inner optimizer's own hooks fire around its step as usual.
 
     ``param_groups`` is the inner optimizer's list, so LR schedulers built on the Lookahead drive the inner
     optimizer, and ``defaults`` are the inner optimizer's plus ``lookahead_k``, ``lookahead_alpha`` and
@@ -110,7 +125,7 @@ class Lookahead(Optimizer):
             for p in group["params"]
             if p not in self.state and (p.grad is not None or (closure is not None and p.requires_grad))
         }
-        loss = self.optimizer.step(closure)
+        loss = step_without_global_hooks(self.optimizer, closure)
         for p, slow in joining.items():
             if p.grad is not None:
                 self.state[p]["slow_param"] = slow
@@ -134,6 +149,7 @@ class Lookahead(Optimizer):
 
 
 def _single_tensor_lookahead_sync(fast: list[Tensor], slow: list[Tensor], *, alpha: float) -> None:
+    fast, slow = real_views(fast, slow)
     for fast_param, slow_param in zip(fast, slow):
         slow_param.lerp_(fast_param, alpha)
         fast_param.copy_(slow_param)

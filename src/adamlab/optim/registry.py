@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ..extras import MissingDependencyError
 from ._common import check_beta, check_betas, check_eps, check_lr, check_nonnegative
 from .adabelief import AdaBelief
 from .adabound import AdaBound
@@ -30,11 +31,8 @@ from .ldadam import LDAdamW
 from .lion import Lion
 from .lookahead import Lookahead
 from .param_groups import no_weight_decay, param_groups
+from .switch import Switch
 from .yogi import Yogi
-
-
-class MissingDependencyError(ImportError):
-    """An optimizer's package is not installed; the message names the pip extra that provides it."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,8 @@ class OptimizerSpec:
     # Where the learning rate comes from when the name implies one ("dds": the data-dependent step size, resolved by
     # the training layer's lr resolver); None: the caller's lr=.
     lr_source: str | None = None
+    # Hyperparameters set unless given (unlike ``fixed``): the Hugging Face Trainer's choices for its optim= name.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def installed(self) -> bool:
@@ -73,8 +73,9 @@ class OptimizerSpec:
 
 
 def _spec(name, summary, source, target, fixed=None, extra=None, aliases=(), from_model=None,
-          lr_source=None) -> OptimizerSpec:
-    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model, lr_source)
+          lr_source=None, defaults=None) -> OptimizerSpec:
+    return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model, lr_source,
+                         defaults=defaults or {})
 
 
 _SPECS = [
@@ -119,30 +120,46 @@ _SPECS = [
           "bitsandbytes.optim:AdamW8bit", extra="bnb", aliases=["adamw_bnb_8bit"]),
     _spec("paged_adamw_8bit", "8-bit AdamW with states paged to CPU memory under pressure", "bitsandbytes",
           "bitsandbytes.optim:PagedAdamW8bit", extra="bnb"),
+    _spec("adam_8bit", "Adam (L2 weight decay) with 8-bit block-wise quantized states", "bitsandbytes",
+          "bitsandbytes.optim:Adam8bit", extra="bnb"),
+    _spec("paged_adamw_32bit", "AdamW with 32-bit states paged to CPU memory under pressure (QLoRA's optimizer)",
+          "bitsandbytes", "bitsandbytes.optim:PagedAdamW32bit", extra="bnb"),
+    # transformers' Adafactor (T5, PaLM): relative_step=True is its lr-free mode (no lr; warmup_init to ramp up),
+    # beta1 adds first-moment momentum. The defaults are the HF Trainer's optim="adafactor": an explicit lr.
+    _spec("adafactor_hf", "Adafactor as transformers ships it: lr-free relative_step mode, optional beta1 momentum",
+          "transformers", "transformers.optimization:Adafactor",
+          defaults={"relative_step": False, "scale_parameter": False, "warmup_init": False}),
+    # Baselines of the Adam-mini paper, from pytorch-optimizer.
+    _spec("lamb", "LAMB: Adam with a layer-wise trust ratio (You et al. 2020)", "pytorch_optimizer",
+          "pytorch_optimizer:Lamb", extra="baselines"),
+    _spec("sm3", "SM3: second moments kept as cover-set maxima (Anil et al. 2019)", "pytorch_optimizer",
+          "pytorch_optimizer:SM3", extra="baselines"),
 ]
 
 REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
 LOOKAHEAD_HPARAMS = ("k", "alpha")
+# Names that build other registered optimizers and wrap them.
+WRAPPERS = ("lookahead", "switch")
 
 
 def available_optimizers(installed_only: bool = True) -> list[str]:
-    """Registered names (plus ``lookahead``, which wraps any of them); by default only those whose package is
+    """Registered names (plus the wrappers ``lookahead`` and ``switch``); by default only those whose package is
     installed."""
     names = [name for name, spec in REGISTRY.items() if spec.installed or not installed_only]
-    return sorted(names + ["lookahead"])
+    return sorted(names + list(WRAPPERS))
 
 
 def resolve_name(name: str) -> str:
     """The canonical registry name for ``name`` or an alias of it; ``ValueError`` listing close matches."""
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
-    if key in REGISTRY or key == "lookahead":
+    if key in REGISTRY or key in WRAPPERS:
         return key
-    known = sorted([*REGISTRY, *ALIASES, "lookahead"])
+    known = sorted([*REGISTRY, *ALIASES, *WRAPPERS])
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"Unknown optimizer {name!r}.{hint} Valid names: {', '.join(sorted([*REGISTRY, 'lookahead']))}")
+    raise ValueError(f"Unknown optimizer {name!r}.{hint} Valid names: {', '.join(sorted([*REGISTRY, *WRAPPERS]))}")
 
 
 def accepted_hparams(cls: type[Optimizer]) -> list[str]:
@@ -150,9 +167,8 @@ def accepted_hparams(cls: type[Optimizer]) -> list[str]:
 
 
 def _check_hparams(name: str, cls: type[Optimizer], hparams: dict[str, Any]) -> None:
-    signature = inspect.signature(cls.__init__)
-    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
-        return  # the class takes **kwargs and validates them itself
+    # Checked against the named parameters even when the class also takes **kwargs: pytorch-optimizer's classes
+    # swallow unknown keywords, so a typo would otherwise train with the default.
     valid = accepted_hparams(cls)
     for key in hparams:
         if key not in valid:
@@ -192,6 +208,8 @@ def create_optimizer(
     default ``"adam"``), ``k`` and ``alpha``; its other hyperparameters go to the base optimizer.
     """
     key = resolve_name(name)
+    if key == "switch":
+        return _create_switch(params_or_model, no_decay, **hparams)
     if key == "lookahead":
         base = hparams.pop("base", "adam")
         if resolve_name(base) == "lookahead":
@@ -204,7 +222,7 @@ def create_optimizer(
     clashing = sorted(set(hparams) & set(spec.fixed))
     if clashing:
         raise ValueError(f"optimizer {key!r} fixes {', '.join(f'{k}={spec.fixed[k]!r}' for k in clashing)}")
-    hparams = {**hparams, **spec.fixed}
+    hparams = {**spec.defaults, **hparams, **spec.fixed}
     _check_hparams(key, cls, hparams)
     _check_common_hparams(hparams)
 
@@ -219,3 +237,28 @@ def create_optimizer(
             weight_decay = hparams.pop("weight_decay", decay_param.default)
             params = param_groups(params_or_model, weight_decay, no_decay)
     return cls(params, **hparams)
+
+
+def _create_switch(params_or_model, no_decay, *, phases=None, milestones=(), carry=True, **shared) -> Switch:
+    """``switch``: ``phases`` lists each optimizer as ``{"name": <registry name>, **hyperparameters}``, built like
+    ``create_optimizer`` with the shared hyperparameters (``lr``, ``weight_decay``, ...) overridden by its own (a
+    phase's ``None`` drops a shared one: ``{"name": "adafactor_hf", "lr": None, "relative_step": True}``);
+    ``milestones`` are the steps at which each next phase takes over."""
+    if (not isinstance(phases, (list, tuple)) or len(phases) < 2
+            or not all(isinstance(phase, dict) and isinstance(phase.get("name"), str) for phase in phases)):
+        raise ValueError("switch needs phases=[{'name': 'sgd', ...}, {'name': 'adamw', ...}] (two or more, each "
+                         f"with a registry name) and milestones=[step, ...]; got phases={phases!r}")
+    if not isinstance(params_or_model, nn.Module):
+        params_or_model = list(params_or_model)  # every phase goes through it
+    optimizers = []
+    for phase in phases:
+        hparams = {key: value for key, value in {**shared, **phase}.items() if value is not None}
+        name = hparams.pop("name")
+        if resolve_name(name) == "switch":
+            raise ValueError("a switch phase cannot be a switch")
+        # fresh copies of param-group dicts for each phase: torch.optim writes its defaults into the dicts it gets
+        params = params_or_model if isinstance(params_or_model, nn.Module) else [
+            dict(item) if isinstance(item, dict) else item for item in params_or_model
+        ]
+        optimizers.append(create_optimizer(name, params, no_decay=no_decay, **hparams))
+    return Switch(optimizers, list(milestones), carry=carry)

@@ -1,3 +1,9 @@
+"""Yogi: Adam with an additive second-moment update, so v grows or shrinks by at most (1 - beta2) g² per step.
+
+``Yogi`` holds the algorithm and the ``step`` loop; ``_single_tensor_yogi`` is the readable reference update,
+``_multi_tensor_yogi`` the same with ``torch._foreach_*`` kernels.
+"""
+
 from __future__ import annotations
 
 import math
@@ -8,19 +14,23 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ._common import (
+    as_real,
     check_betas,
     check_eps,
     check_lr,
     check_nonnegative,
+    document_args,
     evaluate_closure,
     group_by_device_and_dtype,
     params_with_grad,
+    real_views,
     use_foreach,
 )
 
 __all__ = ["Yogi"]
 
 
+@document_args("maximize", "foreach")
 class Yogi(Optimizer):
     r"""Yogi (Zaheer et al., 2018, "Adaptive Methods for Nonconvex Optimization", NeurIPS). Semantics and
     defaults of ``torch-optimizer`` 0.3.0 (``torch_optimizer.Yogi``): both moments (not only :math:`v`) start
@@ -57,8 +67,6 @@ class Yogi(Optimizer):
         eps: :math:`\epsilon` added to the bias-corrected root of :math:`v` (default 1e-3).
         initial_accumulator: :math:`v_{init}`, the starting value of both moments (default 1e-6).
         weight_decay: L2 penalty :math:`\lambda` added to the gradient (default 0).
-        maximize: maximize the objective instead of minimizing it.
-        foreach: use the multi-tensor path (``None`` = whenever the tensors allow it).
     """
 
     def __init__(
@@ -99,8 +107,10 @@ class Yogi(Optimizer):
                 if not state:
                     state["step"] = 0
                     fill = group["initial_accumulator"]
-                    state["exp_avg"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
+                    # filled through the real view: both parts of a complex entry start at the accumulator
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        state[key] = torch.empty_like(p, memory_format=torch.preserve_format)
+                        as_real(state[key]).fill_(fill)
                 state["step"] += 1
                 params.append(p)
                 grads.append(grad)
@@ -149,6 +159,7 @@ def _single_tensor_yogi(
     weight_decay: float,
     maximize: bool,
 ) -> None:
+    params, grads, exp_avgs, exp_avg_sqs = real_views(params, grads, exp_avgs, exp_avg_sqs)
     for param, grad, exp_avg, exp_avg_sq, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         if maximize:
             grad = -grad

@@ -1,8 +1,8 @@
 """A study's results in the formats other tools read, made from the store only.
 
 * ``benchmark/<model>__<task>/hf_benchmark_<configuration>.json``: per fine-tuned model (a finished trial), the
-  result file of the published Hybrid Adam+SGD study (protocols.md §B.4, its ``save_hf_benchmark_format``), with
-  what protocols.md §G.11 asks every result to record added under ``protocol``.
+  result file of the published Hybrid Adam+SGD study (docs/protocols.md §B.4, its ``save_hf_benchmark_format``), with
+  what docs/protocols.md §G.11 asks every result to record added under ``protocol``.
 * ``algoperf/<model>__<task>_pytorch/trial_<n>/``: the per-trial folder of AlgoPerf's logger: ``hparams.json``,
   ``meta_data.json`` and ``eval_measurements.csv`` (one row per evaluation, cumulative times, preemption count).
   Trials are numbered in study order within each model x task; ``hparams.json`` names the trial's key.
@@ -128,7 +128,7 @@ def benchmark_result(study: StudyRow, trial: TrialRow, task: Task, record: dict[
             "framework": "transformers",
             "task_type": TASK_TYPES[task.kind],
         },
-        "protocol": {  # protocols.md §G.11
+        "protocol": {  # docs/protocols.md §G.11
             "study": study.name,
             "trial": trial.key,
             "base_model": trial.model,

@@ -197,7 +197,7 @@ def markdown_report(results: StudyResults) -> str:
         lines += [
             f"## {table.task}: the published layout",
             "",
-            "As the AdamDDS study's tables (protocols.md §A.8): a row per metric and model, a column per "
+            "As the AdamDDS study's tables (docs/protocols.md §A.8): a row per metric and model, a column per "
             "configuration, mean ± sample standard deviation over seeds; marks rank each row.",
             "",
             published_markdown(table),
@@ -207,7 +207,7 @@ def markdown_report(results: StudyResults) -> str:
         "## Reading these tables",
         "",
         "- Every configuration the study ran is reported. The marks rank results on the evaluation split; they "
-        "select nothing (protocols.md §G.8). To pick a configuration, select on a dev split carved from the "
+        "select nothing (docs/protocols.md §G.8). To pick a configuration, select on a dev split carved from the "
         "training data.",
         "- Diverged and failed seeds are counted in the seeds column and left out of the means.",
         "",

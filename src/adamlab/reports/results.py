@@ -2,7 +2,7 @@
 
 One table per model x task; one row per configuration (arm, schedule, learning rate) with every metric's mean and
 sample standard deviation over the seeds that finished. Every configuration is a row: marking the best and the
-second best by mean selects nothing (protocols.md §G.8).
+second best by mean selects nothing (docs/protocols.md §G.8).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class LayoutRow:
 
 @dataclass
 class PublishedTable:
-    """One task in the AdamDDS study's layout (protocols.md §A.8): a row per metric x model, a column per
+    """One task in the AdamDDS study's layout (docs/protocols.md §A.8): a row per metric x model, a column per
     configuration (schedules and optimizers side by side), cells mean ± std over seeds."""
 
     task: str

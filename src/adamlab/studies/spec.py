@@ -27,6 +27,7 @@ from ..optim import create_optimizer
 from ..optim.registry import REGISTRY, resolve_name
 from ..tasks import get_task
 from ..training.lr_source import FIXED, LR_METHODS, LRSource
+from .bundled import resolve_spec
 
 SpecPath = tuple[str | int, ...]  # keys and list indices from the document root, e.g. ("arms", 2, "lr")
 
@@ -340,10 +341,8 @@ def _type(value: Any) -> str:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and check a study spec file (structure, names and values; ``expand_trials`` checks every trial)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no study spec at {path}")
+    """Read and check a study spec file or bundled study (``"demo"``) (structure, names and values; ``expand_trials`` checks every trial)."""
+    path = resolve_spec(path)  # a file, or a bundled study by name
     return parse_spec(path.read_text(encoding="utf-8"), str(path))
 
 

@@ -1,4 +1,4 @@
-"""AG News topic classification (4 classes), protocols.md §A.4 with the corrected evaluation of §A.9."""
+"""AG News topic classification (4 classes), docs/protocols.md §A.4 with the corrected evaluation of §A.9."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What every benchmark task provides: examples as chat prompts plus targets, a strict parser and official scoring.
 
 The harness (tokenisation, loss masking, generation) sees only this interface. Each task builds its prompt in one
-method, used for both the training example and the evaluation input, so the two cannot drift apart (protocols.md
+method, used for both the training example and the evaluation input, so the two cannot drift apart (docs/protocols.md
 §G.4). Parsers never guess: an output they cannot read is ``None``, which scoring counts as wrong and reports as
 ``n_invalid`` (§G.1-2).
 """
@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..extras import require
 from ..metrics import INVALID, classification_scores
 
 SPLITS = ("train", "eval")
@@ -191,10 +192,8 @@ class Task(ABC):
         return document, lambda index: f"{name}, record {index + 1}"
 
     def _read_hub(self, dataset_id: str, split: str) -> Records:
-        try:
-            import datasets
-        except ImportError as error:
-            raise ImportError(f"loading {dataset_id!r} from the Hugging Face Hub needs `datasets`") from error
+        require("datasets", "hub", f"loading {dataset_id!r} from the Hugging Face Hub")
+        import datasets  # optional (the hub extra), so imported only here
         hub_split = self.hub_splits[split]
         dataset = datasets.load_dataset(dataset_id, self.hub_configs.get(dataset_id), split=hub_split)
         return dataset, lambda index: f"{dataset_id} ({hub_split} split), row {index}"

@@ -1,4 +1,4 @@
-"""CommonsenseQA, five-way multiple choice, with the corrections of protocols.md §B.6.
+"""CommonsenseQA, five-way multiple choice, with the corrections of docs/protocols.md §B.6.
 
 The published study dropped the choices from its evaluation prompt and read "The" as answer "E"; here the choices
 are always shown, the same prompt serves training and evaluation, and the answer letter is parsed strictly.

@@ -1,4 +1,4 @@
-"""GSM8K grade-school math, protocols.md §E: train on full solutions, score the final number."""
+"""GSM8K grade-school math, docs/protocols.md §E: train on full solutions, score the final number."""
 
 from __future__ import annotations
 

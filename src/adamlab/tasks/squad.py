@@ -1,4 +1,4 @@
-"""SQuAD v1.1 extractive QA as generation, protocols.md §A.4, scored with the official v1.1 semantics (§A.9)."""
+"""SQuAD v1.1 extractive QA as generation, docs/protocols.md §A.4, scored with the official v1.1 semantics (§A.9)."""
 
 from __future__ import annotations
 

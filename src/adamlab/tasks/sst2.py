@@ -1,4 +1,4 @@
-"""GLUE SST-2 binary sentiment, protocols.md §E (as generation) and §C.3 (``text`` for encoder classifiers)."""
+"""GLUE SST-2 binary sentiment, docs/protocols.md §E (as generation) and §C.3 (``text`` for encoder classifiers)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..extras import check_trackers
 from ..models import DTYPES, LoraSettings, builtin_models
 from ..optim import create_optimizer
 from ..optim.registry import REGISTRY, resolve_name
@@ -38,6 +39,7 @@ class TrainConfig:
     schedule_args: dict[str, Any] = field(default_factory=dict)
     warmup_steps: int | float = 0
     steps: int = 100
+    stop_at: int | None = None  # pause after this step with a checkpoint and an evaluation (successive halving)
     batch_size: int = 16  # examples per optimizer step, over all processes and micro-batches
     grad_accum: int = 1  # micro-batches per optimizer step on each process
     max_grad_norm: float | None = 1.0
@@ -84,6 +86,7 @@ class TrainConfig:
             if source is not None and source.endswith((".jsonl", ".json")) and not Path(source).is_file():
                 raise FileNotFoundError(f"{name}: no data file at {source}")
         get_schedule(self.schedule, self.steps, self.warmup_steps, **self.schedule_args)
+        check_trackers(self.trackers)
         for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "eval_batch_size", "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -92,6 +95,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if self.stop_at is not None and (isinstance(self.stop_at, bool) or not isinstance(self.stop_at, int)
+                                         or not 1 <= self.stop_at <= self.steps):
+            raise ValueError(f"stop_at must be an int in 1..steps ({self.steps}) or None, got {self.stop_at!r}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -134,7 +140,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
-        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers"}
+        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at"}
         # Fields added after studies were run count only when set, so existing trials keep their keys.
         unset_later_fields = {name for name in ("tokenizer",) if getattr(self, name) is None}
         return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset_later_fields}))

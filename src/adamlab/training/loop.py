@@ -187,11 +187,12 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     model.train()
     _optimizer_mode(optimizer, "train")
     step = start_step
+    end = config.steps if config.stop_at is None else config.stop_at  # the schedule still spans config.steps
     bar = progress_bar(show_progress and accelerator.is_main_process)
     with bar, _GracefulStop() as stop:
         bar_task = bar.add_task(f"{config.optimizer} on {config.task}", total=config.steps, completed=start_step,
                                 loss="-", lr="-")
-        while step < config.steps:
+        while step < end:
             started = time.perf_counter()
             batch_examples = [encoded[i] for i in order.batch(step)]
             targets = loss_targets(batch_examples)
@@ -243,7 +244,7 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
                 bar.update(bar_task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 run_eval(step)
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or stop.requested:
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or stop.requested or step == config.stop_at:
                 if accelerator.is_main_process:
                     save_checkpoint(out, step, unwrapped, optimizer, scheduler, config.keep_checkpoints,
                                     {"elapsed": elapsed, "tokens_seen": tokens_seen})
@@ -252,7 +253,9 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
                 status = "interrupted"
                 break
 
-    final = run_eval(step) if status == "done" else None
+    if status == "done" and step < config.steps:
+        status = "paused"  # at stop_at, checkpointed: the same config with a later stop_at continues from here
+    final = run_eval(step) if status in ("done", "paused") else None
     record = {
         "status": status,
         "steps_completed": step,

@@ -1,0 +1,257 @@
+r"""The Adaptive Edge of Stability bound (Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of
+Stability", arXiv 2207.14484): the largest learning rate at which an optimizer stays stable on the local quadratic
+model of the loss, given the preconditioner it has built up.
+
+On a quadratic with Hessian $H$ and a frozen diagonal preconditioner $P$, an update $\eta P^{-1} m_t$ with
+exponential-moving-average momentum $m_t = \beta m_{t-1} + (1 - \beta) g_t$ is stable iff
+
+.. math::
+
+    \lambda_{\max}(P^{-1} H) < \frac{2 + 2\beta}{(1 - \beta)\,\eta}
+    \quad\Longleftrightarrow\quad
+    \eta < \eta_{\max} = \frac{2 + 2\beta}{(1 - \beta)\,\lambda_{\max}(P^{-1} H)},
+
+and heavy-ball momentum $m_t = \mu m_{t-1} + g_t$ (``torch.optim.SGD``) is stable iff
+$\eta < (2 + 2\mu) / \lambda_{\max}(P^{-1} H)$. Each eigen-direction of $P^{-1/2} H P^{-1/2}$ is a scalar linear
+recurrence whose roots leave the unit disc exactly there; only positive curvature can make it oscillate and grow,
+so the bound uses the largest *algebraic* eigenvalue, not the largest magnitude.
+
+The preconditioner is the optimizer's own, read from its state after ``warmup_steps`` real steps at a small
+learning rate (at $w_0$ it is undefined, and LoRA's $B = 0$ start makes the curvature there unrepresentative):
+
+* second-moment methods (Adam, AdamW, NAdam, RAdam, AMSGrad, Yogi...): $P = \mathrm{diag}(\sqrt{\hat v} + \epsilon)$
+  with $\hat v = v / (1 - \beta_2^t)$, $\beta = \beta_1$;
+* AdaBelief: the same with its belief $s$ (the EMA of $(g - m)^2$) in place of $v$;
+* Lion, whose update is $\mathrm{sign}(c)$ for the interpolated momentum $c$: $\mathrm{sign}(c) = c / |c|$, so
+  $P = \mathrm{diag}(|m| + \epsilon)$ with its momentum $m$ and $\beta = \beta_1$ (an approximation: the sign is
+  a preconditioner that changes with every step, so the bound is indicative);
+* SGD: $P = I$ (the raw Hessian) with heavy-ball momentum $\mu$.
+
+$\lambda_{\max}$ comes from power iteration on the symmetric $P^{-1/2} H P^{-1/2}$ (the same eigenvalues as
+$P^{-1} H$) with Hessian-vector products; when the dominant eigenvalue is negative, a second power iteration on
+the operator shifted by its magnitude finds the largest algebraic one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .hvp import HessianVectorProduct, Vector, resolve_parameters
+from .spectral import random_unit_vector, seeded_generator, spectral_norm
+
+LION_EPS = 1e-8  # Lion has no eps of its own; this keeps P invertible where the momentum is exactly zero
+
+
+def seeded_batches(n: int, batch_size: int, seed: int, stream: str) -> Iterator[list[int]]:
+    """Consecutive batches of index shuffles of range(n), a new seeded shuffle per pass (the whole set when
+    n < batch_size)."""
+    generator = seeded_generator(seed, stream)
+    while True:
+        permutation = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, max(n - batch_size + 1, 1), batch_size):
+            yield permutation[start : start + batch_size]
+
+
+def stability_threshold(sharpness: float, beta: float, momentum: str = "ema") -> float:
+    r"""$\eta_{\max}$ for the preconditioned sharpness $\lambda_{\max}(P^{-1} H)$: $(2 + 2\beta) / ((1 - \beta)
+    \lambda)$ for EMA momentum, $(2 + 2\beta)/\lambda$ for heavy-ball; ``inf`` when there is no positive curvature."""
+    if momentum not in ("ema", "heavy_ball"):
+        raise ValueError(f"momentum must be 'ema' or 'heavy_ball', got {momentum!r}")
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    if not sharpness > 0:
+        return math.inf
+    damping = (1 - beta) if momentum == "ema" else 1.0
+    return (2 + 2 * beta) / (damping * sharpness)
+
+
+@dataclass
+class Preconditioner:
+    """What an optimizer's state says about its stability: the diagonal of $P$ per parameter, and the momentum."""
+
+    kind: str  # second_moment | belief | sign | identity
+    diagonal: Vector
+    beta: float
+    momentum: str  # ema | heavy_ball
+
+
+def optimizer_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> Preconditioner:
+    """Read $P$ and the momentum from ``optimizer``'s state for ``params`` (after at least one step). The
+    optimizer is recognised by its state and hyperparameters, so any implementation with these layouts works."""
+    group = optimizer.param_groups[0]
+    state = optimizer.state[params[0]] if params[0] in optimizer.state else {}
+    if "exp_avg_var" in state:
+        return _second_moment(optimizer, params, "exp_avg_var", "belief")
+    if "exp_avg_sq" in state or "max_exp_avg_sq" in state:
+        return _second_moment(optimizer, params, "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq",
+                              "second_moment")
+    if "betas" in group and "exp_avg" in state and "eps" not in group:
+        diagonal = [optimizer.state[p]["exp_avg"].abs().to(torch.promote_types(p.dtype, torch.float32)) + LION_EPS
+                    for p in params]
+        return Preconditioner("sign", diagonal, float(group["betas"][0]), "ema")
+    if "momentum" in group and "betas" not in group:
+        return Preconditioner("identity", [torch.ones_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
+                                           for p in params],
+                              float(group["momentum"]), "heavy_ball")
+    raise ValueError(f"the AEoS bound has no translation for {type(optimizer).__name__}; it supports optimizers "
+                     "with a second moment (exp_avg_sq: the Adam family), a belief (exp_avg_var: AdaBelief), "
+                     "sign updates (Lion) and SGD")
+
+
+def _second_moment(optimizer, params, key: str, kind: str) -> Preconditioner:
+    group = optimizer.param_groups[0]
+    beta1, beta2 = group["betas"]
+    diagonal = []
+    for p in params:
+        state = optimizer.state[p]
+        correction = 1 - beta2 ** float(state["step"])
+        second = state[key].to(torch.promote_types(state[key].dtype, torch.float32))  # bf16 states in fp32
+        diagonal.append((second / correction).sqrt() + group["eps"])
+    return Preconditioner(kind, diagonal, float(beta1), "ema")
+
+
+@dataclass
+class SharpnessResult:
+    sharpness: float  # the largest algebraic eigenvalue of P^{-1/2} H P^{-1/2}
+    dominant: float  # the eigenvalue of largest magnitude (signed)
+    converged: bool
+    hvp_count: int
+
+
+def preconditioned_sharpness(hvp: Callable[[Vector], Vector], diagonal: Vector, start: Vector, *,
+                             max_iter: int = 20, rtol: float = 1e-3) -> SharpnessResult:
+    r"""$\lambda_{\max}(P^{-1} H)$ as the largest eigenvalue of $P^{-1/2} H P^{-1/2}$, with ``hvp`` the product
+    with $H$ and ``diagonal`` $P$'s diagonal (same shapes as the vectors)."""
+    scale = [d.rsqrt().to(s.dtype) for d, s in zip(diagonal, start)]
+
+    def product(vector: Vector) -> Vector:
+        return [s * hv for s, hv in zip(scale, hvp([s * v for s, v in zip(scale, vector)]))]
+
+    first = spectral_norm(product, start, method="power", max_iter=max_iter, rtol=rtol)
+    dominant = math.copysign(first.spectral_norm, first.rayleigh_quotient)
+    if first.degenerate or dominant >= 0:
+        return SharpnessResult(max(dominant, 0.0), dominant, first.converged, first.hvp_count)
+    shift = first.spectral_norm  # A + shift*I is positive semi-definite; its top eigenvalue is lambda_max + shift
+    shifted = spectral_norm(lambda v: [a + shift * x for a, x in zip(product(v), v)], start, method="power",
+                            max_iter=max_iter, rtol=rtol)
+    return SharpnessResult(max(shifted.spectral_norm - shift, 0.0), dominant, shifted.converged,
+                           first.hvp_count + shifted.hvp_count)
+
+
+@dataclass
+class AEoSBound:
+    eta_max: float  # the stability bound on the learning rate (inf: no positive curvature seen)
+    sharpness: float  # lambda_max(P^-1 H), the maximum over the batches
+    batch_sharpness: list[float]
+    dominant_eigenvalues: list[float]
+    converged_fraction: float
+    preconditioner: str
+    beta: float
+    momentum: str
+    warmup_steps: int
+    warmup_lr: float
+    warmup_loss: list[float]
+    batch_size: int
+    n_batches: int
+    max_iter: int
+    hvp_count: int
+    seed: int
+    wall_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def aeos_bound(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, list], Tensor],
+    data: Sequence,
+    make_optimizer: Callable[[list[Tensor], float], torch.optim.Optimizer],
+    *,
+    params: str | Sequence[Tensor] = "trainable",
+    warmup_steps: int = 10,
+    warmup_lr: float = 1e-4,
+    batch_size: int = 16,
+    n_batches: int = 2,
+    max_iter: int = 20,
+    rtol: float = 1e-3,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> AEoSBound:
+    """The AEoS bound of the optimizer ``make_optimizer(params, lr)`` builds, for ``loss_fn(model, batch)``:
+    ``warmup_steps`` steps at ``warmup_lr`` on seeded batches of ``data`` (training mode), then the preconditioned
+    sharpness at the warmed-up weights on ``n_batches`` further batches (eval mode). The model comes back as it
+    was: parameter values, gradients, mode and the global RNG. ``progress(done, total)`` is called after each
+    warm-up step and each batch's sharpness."""
+    for name, value, minimum in (("warmup_steps", warmup_steps, 1), ("batch_size", batch_size, 1),
+                                 ("n_batches", n_batches, 1), ("max_iter", max_iter, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if not warmup_lr > 0:
+        raise ValueError(f"warmup_lr must be > 0, got {warmup_lr}")
+    data = list(data)
+    if not data:
+        raise ValueError("no examples for the AEoS bound")
+    tensors = [p for _, p in resolve_parameters(model, params)]
+    started = time.perf_counter()
+    saved_values = [p.detach().clone() for p in tensors]
+    saved_grads = [p.grad for p in tensors]
+    was_training = model.training
+    devices = sorted({p.device.index or 0 for p in tensors if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            order = seeded_batches(len(data), batch_size, seed, "aeos")
+            optimizer = make_optimizer(tensors, warmup_lr)
+            model.train()
+            warmup_loss = []
+            for _ in range(warmup_steps):
+                for p in tensors:
+                    p.grad = None
+                loss = loss_fn(model, [data[i] for i in next(order)])
+                if not torch.isfinite(loss):
+                    raise ValueError(f"the loss is not finite during the AEoS warm-up at lr {warmup_lr}")
+                loss.backward()
+                optimizer.step()
+                warmup_loss.append(loss.item())
+                if progress is not None:
+                    progress(len(warmup_loss), warmup_steps + n_batches)
+            for p in tensors:
+                p.grad = None
+            preconditioner = optimizer_preconditioner(optimizer, tensors)
+            del optimizer
+            model.eval()
+            results = []
+            for b in range(n_batches):
+                batch = [data[i] for i in next(order)]
+                product = HessianVectorProduct(lambda: loss_fn(model, batch), tensors, model=model)
+                start = random_unit_vector(tensors, seeded_generator(seed, "aeos", b))
+                results.append(preconditioned_sharpness(product, preconditioner.diagonal, start, max_iter=max_iter,
+                                                        rtol=rtol))
+                del product
+                if progress is not None:
+                    progress(warmup_steps + b + 1, warmup_steps + n_batches)
+    finally:
+        with torch.no_grad():
+            for p, value, grad in zip(tensors, saved_values, saved_grads):
+                p.copy_(value)
+                p.grad = grad
+        model.train(was_training)
+
+    sharpness = max(r.sharpness for r in results)
+    return AEoSBound(
+        eta_max=stability_threshold(sharpness, preconditioner.beta, preconditioner.momentum),
+        sharpness=sharpness, batch_sharpness=[r.sharpness for r in results],
+        dominant_eigenvalues=[r.dominant for r in results],
+        converged_fraction=sum(r.converged for r in results) / len(results), preconditioner=preconditioner.kind,
+        beta=preconditioner.beta, momentum=preconditioner.momentum, warmup_steps=warmup_steps, warmup_lr=warmup_lr,
+        warmup_loss=warmup_loss, batch_size=batch_size, n_batches=n_batches, max_iter=max_iter,
+        hvp_count=sum(r.hvp_count for r in results), seed=seed, wall_time_s=time.perf_counter() - started,
+    )

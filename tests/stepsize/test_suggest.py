@@ -1,0 +1,200 @@
+"""The learning-rate methods on quadratics whose curvature is known in closed form."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from adamlab.stepsize.aeos import (
+    aeos_bound,
+    optimizer_preconditioner,
+    preconditioned_sharpness,
+    seeded_batches,
+    stability_threshold,
+)
+from adamlab.stepsize.suggest import LR_METHODS, LRSuggestion, MethodSettings, lr_warning, suggest_lr
+
+
+tensor = partial(torch.tensor, dtype=torch.float64)
+ones = partial(torch.ones, dtype=torch.float64)
+zeros = partial(torch.zeros, dtype=torch.float64)
+randn = partial(torch.randn, dtype=torch.float64)
+eye = partial(torch.eye, dtype=torch.float64)
+
+
+class Quadratic(nn.Module):
+    """Loss 0.5 * mean over a batch of (x - c)^T A (x - c): the Hessian is A at every point, for every batch."""
+
+    def __init__(self, hessian: torch.Tensor):
+        super().__init__()
+        self.x = nn.Parameter(ones(hessian.shape[0]))
+        self.register_buffer("hessian", hessian)
+
+
+def quadratic_loss(model: Quadratic, batch: list) -> torch.Tensor:
+    centres = torch.stack(batch)
+    diffs = model.x - centres
+    return 0.5 * torch.einsum("bi,ij,bj->b", diffs, model.hessian, diffs).mean()
+
+
+def random_spd(n: int, eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(randn(n, n, generator=torch.Generator().manual_seed(seed)))
+    return q @ torch.diag(eigenvalues) @ q.T
+
+
+def centres(n_examples: int, dim: int, scale: float = 0.1) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return list(scale * randn(n_examples, dim, generator=generator))
+
+
+def test_preconditioned_sharpness_matches_the_eigenvalues_of_p_inverse_h():
+    hessian = random_spd(6, tensor([0.5, 1.0, 2.0, 3.0, 5.0, 9.0]))
+    diagonal = tensor([0.1, 2.0, 0.5, 1.0, 3.0, 0.2])
+    expected = torch.linalg.eigvals(torch.diag(1 / diagonal) @ hessian).real.max().item()
+    result = preconditioned_sharpness(lambda v: [hessian @ v[0]], [diagonal], [ones(6) / math.sqrt(6)],
+                                      max_iter=500, rtol=1e-12)
+    assert result.sharpness == pytest.approx(expected, rel=1e-6)
+
+
+def test_preconditioned_sharpness_takes_the_largest_algebraic_eigenvalue_when_the_dominant_is_negative():
+    hessian = random_spd(5, tensor([-10.0, -1.0, 0.5, 2.0, 3.0]), seed=3)
+    diagonal = ones(5)
+    result = preconditioned_sharpness(lambda v: [hessian @ v[0]], [diagonal], [ones(5) / math.sqrt(5)],
+                                      max_iter=2000, rtol=1e-12)
+    assert result.dominant == pytest.approx(-10.0, rel=1e-6)
+    assert result.sharpness == pytest.approx(3.0, rel=1e-4)
+
+
+def test_preconditioned_sharpness_is_zero_without_positive_curvature():
+    hessian = -torch.diag(tensor([1.0, 2.0, 4.0]))
+    result = preconditioned_sharpness(lambda v: [hessian @ v[0]], [ones(3)], [ones(3) / math.sqrt(3)],
+                                      max_iter=500, rtol=1e-12)
+    assert result.sharpness == 0.0
+    assert stability_threshold(result.sharpness, 0.9) == math.inf
+
+
+@pytest.mark.parametrize("momentum, beta", [("ema", 0.9), ("ema", 0.0), ("heavy_ball", 0.9), ("heavy_ball", 0.5)])
+def test_stability_threshold_is_where_momentum_descent_on_a_quadratic_starts_to_diverge(momentum, beta):
+    curvature = 7.0
+    eta_max = stability_threshold(curvature, beta, momentum)
+
+    def final_distance(eta: float) -> float:
+        x, m = 1.0, 0.0
+        for _ in range(3000):
+            g = curvature * x
+            m = beta * m + ((1 - beta) * g if momentum == "ema" else g)
+            x -= eta * m
+        return abs(x)
+
+    assert final_distance(0.98 * eta_max) < 1.0
+    assert final_distance(1.02 * eta_max) > 1e6
+
+
+def test_adam_preconditioner_is_the_bias_corrected_root_second_moment_plus_eps():
+    param = nn.Parameter(tensor([1.0, -2.0, 3.0]))
+    optimizer = torch.optim.Adam([param], lr=1e-3, betas=(0.9, 0.99), eps=1e-6)
+    squares = zeros(3)
+    for step in range(1, 6):
+        param.grad = tensor([1.0, 2.0, -0.5]) * step
+        squares = 0.99 * squares + 0.01 * param.grad**2
+        optimizer.step()
+    preconditioner = optimizer_preconditioner(optimizer, [param])
+    assert preconditioner.kind == "second_moment" and preconditioner.beta == 0.9
+    torch.testing.assert_close(preconditioner.diagonal[0].double(), (squares / (1 - 0.99**5)).sqrt() + 1e-6)
+
+
+def test_sgd_preconditioner_is_the_identity_with_heavy_ball_momentum():
+    param = nn.Parameter(ones(2))
+    optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.8)
+    param.grad = ones(2)
+    optimizer.step()
+    preconditioner = optimizer_preconditioner(optimizer, [param])
+    assert (preconditioner.kind, preconditioner.beta, preconditioner.momentum) == ("identity", 0.8, "heavy_ball")
+
+
+def test_an_optimizer_without_a_translation_is_refused_naming_what_is_supported():
+    param = nn.Parameter(ones(2))
+    optimizer = torch.optim.Adagrad([param])
+    param.grad = ones(2)
+    optimizer.step()
+    with pytest.raises(ValueError, match="Adagrad.*second moment"):
+        optimizer_preconditioner(optimizer, [param])
+
+
+def test_aeos_bound_with_sgd_is_the_heavy_ball_edge_of_the_known_hessian():
+    hessian = random_spd(4, tensor([0.5, 1.0, 4.0, 8.0]))
+    model = Quadratic(hessian)
+    bound = aeos_bound(model, quadratic_loss, centres(64, 4), lambda params, lr: torch.optim.SGD(params, lr, 0.9),
+                       warmup_steps=3, batch_size=8, max_iter=500)
+    assert bound.sharpness == pytest.approx(8.0, rel=1e-3)
+    assert bound.eta_max == pytest.approx((2 + 2 * 0.9) / 8.0, rel=1e-3)
+    assert torch.equal(model.x.detach(), ones(4))  # the model comes back as it was
+
+
+def test_aeos_bound_with_adam_uses_the_preconditioner_its_warm_up_built():
+    hessian = torch.diag(tensor([1.0, 10.0, 100.0]))
+    model = Quadratic(hessian)
+    data = centres(64, 3)
+    bound = aeos_bound(model, quadratic_loss, data, lambda params, lr: torch.optim.Adam(params, lr), warmup_steps=4,
+                       warmup_lr=1e-3, batch_size=8, max_iter=500, rtol=1e-12)
+    # Replay the warm-up: same batches, same steps; with a diagonal H, lambda_max(P^-1 H) = max_i h_i / p_i.
+    replay = Quadratic(hessian)
+    optimizer = torch.optim.Adam(replay.parameters(), 1e-3)
+    order = seeded_batches(len(data), 8, 0, "aeos")
+    for _ in range(4):
+        replay.zero_grad()
+        quadratic_loss(replay, [data[i] for i in next(order)]).backward()
+        optimizer.step()
+    diagonal = optimizer_preconditioner(optimizer, [replay.x]).diagonal[0]
+    expected = (torch.diag(hessian) / diagonal).max().item()
+    assert bound.sharpness == pytest.approx(expected, rel=1e-6)
+    assert bound.eta_max == pytest.approx(38 / expected, rel=1e-6)
+
+
+def test_dds_on_a_quadratic_is_the_closed_form_step_size():
+    hessian = torch.diag(tensor([0.5, 2.0, 6.0]))
+    model = Quadratic(hessian)
+    data = centres(64, 3, scale=0.0)  # every centre at 0: L(w0) = 0.5 * sum(diag(A)) at x = 1
+    suggestion = suggest_lr("dds", model, quadratic_loss, data, lambda p, lr: torch.optim.Adam(p, lr),
+                            optimizer="adam", horizon=100, settings=MethodSettings(max_iter=500))
+    assert suggestion.lr == pytest.approx(math.sqrt(2 * 4.25 / (6.0 * 100)), rel=1e-3)
+    assert suggestion.diagnostics["derived_for"] == "adam" and suggestion.horizon == 100
+    one = suggest_lr("dds-one", model, quadratic_loss, data, lambda p, lr: torch.optim.Adam(p, lr),
+                     optimizer="adam", horizon=100, settings=MethodSettings(max_iter=500))
+    assert one.lr == pytest.approx(suggestion.lr * 10, rel=1e-6)
+
+
+def test_suggest_is_its_fraction_of_the_bound_and_warns_above_it(tmp_path):
+    model = Quadratic(torch.diag(tensor([1.0, 3.0])))
+    settings = MethodSettings(batch_size=8, max_iter=200, fraction=0.1)
+    make = lambda p, lr: torch.optim.SGD(p, lr)  # noqa: E731 - P = I: eta_max = 2 / 3 exactly
+    suggestion = suggest_lr("suggest", model, quadratic_loss, centres(32, 2), make, optimizer="sgd", horizon=50,
+                            settings=settings)
+    assert suggestion.lr == pytest.approx(0.1 * 2 / 3, rel=1e-3)
+    assert suggestion.cost_seconds > 0
+    assert lr_warning(suggestion.lr, suggestion) is None
+    warning = lr_warning(1.0, suggestion)
+    assert warning is not None and "\n" not in warning and "unstable" in warning
+    loaded = LRSuggestion.load(suggestion.save(tmp_path / "lr.json"))
+    assert loaded == suggestion
+
+
+def test_range_test_reports_its_divergence_point():
+    model = Quadratic(torch.diag(tensor([1.0, 4.0])))
+    settings = MethodSettings(batch_size=8, range_steps=60, range_min_lr=1e-3, range_max_lr=100.0)
+    suggestion = suggest_lr("range-test", model, quadratic_loss, centres(64, 2), lambda p, lr: None,
+                            optimizer="sgd", horizon=50, settings=settings)
+    unstable = suggestion.diagnostics["unstable_above"]
+    assert unstable is not None and 2 / 4.0 < unstable <= 100.0  # plain GD leaves the bowl above 2 / 4
+    assert suggestion.lr < unstable
+    assert lr_warning(unstable * 2, suggestion) is not None
+
+
+def test_an_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: " + ", ".join(LR_METHODS)):
+        suggest_lr("magic", Quadratic(eye(2)), quadratic_loss, centres(8, 2), lambda p, lr: None,
+                   optimizer="adam", horizon=10)
