@@ -130,3 +130,10 @@ def test_bad_task_yaml_is_named(tmp_path, yaml_text, reason):
     task_file.write_text(yaml_text, encoding="utf-8")
     with pytest.raises((ValueError, FileNotFoundError, DataError), match=reason):
         get_task(str(task_file))
+
+
+def test_a_json_array_file_is_a_task_too(tmp_path):
+    records = [{"prompt": f"q{i}", "answer": f"a{i}"} for i in range(10)]
+    (tmp_path / "qa.json").write_text(json.dumps(records), encoding="utf-8")
+    task = get_task(str(tmp_path / "qa.json"))
+    assert task.kind == "generation" and len(task.load("train")) + len(task.load("eval")) == 10

@@ -109,12 +109,13 @@ def _data_file(base: Path, value: Any, path: str, split: str) -> Path:
 
 
 def _type_from_fields(file: Path) -> str:
-    with file.open(encoding="utf-8") as lines:
-        first = next((line for line in lines if line.strip()), "")
+    """The type a data file's first record implies (JSON Lines, or a JSON array of records)."""
+    text = file.read_text(encoding="utf-8")
     try:
-        record = json.loads(first)
+        document = json.loads(text) if file.suffix == ".json" and text.lstrip().startswith("[") else None
+        record = document[0] if document else json.loads(next((line for line in text.splitlines() if line.strip()), ""))
     except json.JSONDecodeError as error:
-        raise DataError(f"{file}, line 1: not valid JSON ({error.msg})") from None
+        raise DataError(f"{file}, line {error.lineno}: not valid JSON ({error.msg})") from None
     fields = set(record) if isinstance(record, dict) else set()
     for kind, needed in _FIELDS_BY_TYPE:
         if needed <= fields:
@@ -130,7 +131,8 @@ class UserTask(Task):
 
     def __init__(self, name: str, kind: str, spec: Mapping[str, Any], files: Mapping[str, Path]) -> None:
         self.name, self.kind, self.spec, self.files = name, kind, dict(spec), dict(files)
-        self.bundled_files, self.hub_splits = {}, {}
+        self.bundled_files = {}
+        self.hub_splits = {"train": "train", "eval": "validation"}  # for --train-data / --eval-data hub ids
         self.system = spec.get("system")
         self.template = spec.get("template")
         if self.template is not None and not isinstance(self.template, str):
