@@ -1,7 +1,10 @@
 """Benchmark tasks: ``get_task(name, **options)`` returns a :class:`Task` with examples, a parser and scoring.
 
-Each task bundles a small seeded sample of its real data (``adamlab/tasks/data``, with sources and licences in the
-READMEs there), so everything runs offline; a local JSONL file or a Hugging Face dataset id can replace it.
+Fine-tuning tasks (AG News, SQuAD, CommonsenseQA, GSM8K, and GLUE in ``glue``), language-model corpora for
+pre-training (``corpus``: ``c4``, ``wikitext2``) and the user's own task files (``custom``: a ``.yaml`` declaration
+or a ``.jsonl`` file, passed by path). Each named task bundles a small seeded sample of its real data
+(``adamlab/tasks/data``, with sources and licences in the READMEs there), so everything runs offline; a local JSONL
+file or a Hugging Face dataset id can replace it.
 """
 
 from __future__ import annotations
