@@ -32,10 +32,10 @@ import torch
 
 from adamlab.models import LoraSettings
 from adamlab.optim import create_optimizer
-from adamlab.stepsize import training_loss
 from adamlab.stepsize.suggest import LR_METHODS, LRSuggestion, MethodSettings, suggest_lr
 from adamlab.training.config import TrainConfig
-from adamlab.training.loop import loss_targets, train
+from adamlab.training.losses import loss_targets, training_loss
+from adamlab.training.loop import train
 from adamlab.training.setup import prepare_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def run(workload: Workload, arm: str, lr: float, tag: str = "grid") -> dict[str,
     out = RUNS / workload.name / tag / arm / lr_label(lr)
     started = time.perf_counter()
     result = train(workload.config(optimizer, schedule, lr, out), show_progress=False)
-    record = result.record
+    record = result.record.to_dict()
     metric = record["metrics"].get(workload.metric, float("nan")) if result.status == "done" else float("nan")
     print(f"{workload.name} {tag} {arm} lr={lr:.3g}: {result.status} {workload.metric}={metric:.4f} "
           f"({record.get('wall_seconds', 0):.0f}s train, {time.perf_counter() - started:.0f}s here)", flush=True)

@@ -33,9 +33,11 @@ from rich.table import Table
 
 from adamlab.encoding import encode_causal, encode_classifier
 from adamlab.models import LoraSettings, apply_lora, load_model
-from adamlab.stepsize import HessianVectorProduct, estimate_for_training, trainable_parameters, training_loss
+from adamlab.stepsize.hvp import HessianVectorProduct, trainable_parameters
 from adamlab.stepsize.spectral import random_unit_vector, seeded_generator
 from adamlab.tasks import get_task
+from adamlab.training import estimate_for_training
+from adamlab.training.losses import training_loss
 
 JVP_SPEEDUP_TARGET = 1.5
 SAMPLE_TARGET, GAP_TARGET, COST_TARGET = 256, 0.10, 0.02

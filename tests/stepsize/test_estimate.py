@@ -9,14 +9,8 @@ import torch
 from torch import nn
 
 from adamlab.encoding import Encoded, collate
-from adamlab.stepsize import (
-    PRESETS,
-    StepsizeEstimate,
-    by_lora_matrix,
-    constant_stepsize,
-    estimate_stepsize,
-    resolve_horizon,
-)
+from adamlab.stepsize import PRESETS, StepsizeEstimate, by_lora_matrix, estimate_stepsize
+from adamlab.stepsize.formula import constant_stepsize, resolve_horizon
 from adamlab.training import estimate_for_training
 from adamlab.training.losses import loss_targets, summed_loss
 

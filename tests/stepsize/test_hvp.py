@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from adamlab.stepsize import HessianVectorProduct, trainable_parameters
+from adamlab.stepsize.hvp import HessianVectorProduct, trainable_parameters
 
 from .conftest import tiny_lora_lm
 

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from adamlab.stepsize import hessian_spectral_norm, spectral_norm, trainable_parameters
+from adamlab.stepsize import hessian_spectral_norm
+from adamlab.stepsize.hvp import trainable_parameters
+from adamlab.stepsize.spectral import spectral_norm
 
 from .conftest import tiny_lora_lm
 from .test_hvp import flat, mlp_loss_of_flat

@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from adamlab.studies import Owner, Store, TrialOutcome, expand_trials, parse_spec
+from adamlab.studies.store import STEP_COLUMNS
+from adamlab.training.records import StepRecord
 
 from .tiny import TINY_SPEC
 
@@ -147,3 +150,20 @@ def test_two_processes_claim_every_trial_exactly_once(tmp_path):
     assert sorted(ran[0] + ran[1]) == sorted(t.key for t in trials)  # none twice, none lost
     assert {t.status for t in store.trials()} == {"done"} and {t.attempts for t in store.trials()} == {1}
     assert rows(store, "step_metrics") == rows(store, "evaluations") == rows(store, "environment") == len(trials) == 80
+
+
+def test_the_step_columns_follow_the_step_record_and_an_older_store_gains_new_ones(tmp_path):
+    assert STEP_COLUMNS == StepRecord.measurements()
+    old = sqlite3.connect(tmp_path / "results.sqlite")  # a store made before 'epoch' was a measurement
+    old.execute("CREATE TABLE step_metrics (trial TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, lr REAL, "
+                "grad_norm REAL, update_norm REAL, step_seconds REAL, tokens_per_second REAL, memory TEXT, "
+                "PRIMARY KEY (trial, step))")
+    old.close()
+    store, _ = registered(tmp_path)
+    owner = Owner.current()
+    key = store.claim(owner).key
+    record = StepRecord(1, 2.0, 0.01, 0.5, 0.1, 0.2, 100.0, 0.25, {"rss_bytes": 10})
+    assert store.finish(key, owner, TrialOutcome("done", 1, 1.0, None, [record.to_dict()]))
+    (row,) = store.step_metrics(key)
+    assert StepRecord.from_dict({**{k: v for k, v in row.items() if k not in ("trial", "memory")},
+                                 **row["memory"]}) == record

@@ -128,7 +128,7 @@ def test_validation_loads_no_model_and_lists_the_estimates_still_to_make(tmp_pat
     (tmp_path / "tiny.yaml").write_text(text)
     result = CliRunner().invoke(app, ["validate", "tiny.yaml"])
     assert result.exit_code == 0, result.output
-    assert "dds learning rate for tiny-llama on ag_news: to be estimated when the sweep starts" in result.output
+    assert "dds step size for tiny-llama on ag_news: to be estimated when the sweep starts" in result.output
 
     # Once made (here: written as the sweep would), the estimate is read back, still without a model.
     config = estimation_config(spec, spec.arms[0], "tiny-llama", spec.tasks[0], "dds")
@@ -137,4 +137,4 @@ def test_validation_loads_no_model_and_lists_the_estimates_still_to_make(tmp_pat
     trials = expand_trials(spec, tmp_path, estimates=estimates, run_estimates=False)
     assert sorted({t.lr for t in trials}) == [0.125, 0.5] and all(t.key for t in trials)
     result = CliRunner().invoke(app, ["validate", "tiny.yaml"])
-    assert "dds learning rate for tiny-llama on ag_news: 0.25 (estimated)" in result.output
+    assert "dds step size for tiny-llama on ag_news: α = 0.25 (estimated)" in result.output

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from adamlab.models import LoraSettings
-from adamlab.training import TrainConfig, setup
+from adamlab.stepsize import StepsizeEstimate
+from adamlab.training import TrainConfig, estimate_for_config, lr_source, setup
 from adamlab.training.lr_source import (
     LR_METHODS,
     LRMethod,
@@ -73,6 +74,25 @@ def test_each_method_estimates_once_and_is_read_back(tmp_path, monkeypatch, meth
     monkeypatch.setattr(setup, "load_model", lambda *a, **k: pytest.fail("a cached estimate loaded a model"))
     again, second = resolve_lr(config, LRSource(method, multiplier=0.5))
     assert again == pytest.approx(0.5 * record[lr_key]) and second.cached and second.cost_seconds == 0
+
+
+def test_the_dds_method_is_the_estimate_for_the_planned_run():
+    config = TrainConfig(**PLANNED, optimizer_args={"samples": 8})
+    _, resolution = resolve_lr(config, LRSource("dds"), options={"max_iter": 5, "bootstrap": 0})
+    estimate = estimate_for_config(config, max_iter=5, bootstrap=0)
+    assert isinstance(estimate, StepsizeEstimate) and resolution.estimate == estimate.alpha
+    assert (estimate.T, estimate.n_examples_used, estimate.model_id) == (5, 8, "tiny-llama")
+
+
+def test_the_estimate_shows_its_progress(monkeypatch, tmp_path):
+    updates = []
+    monkeypatch.setattr(lr_source.Progress, "update", lambda self, task, **fields: updates.append(fields))
+    method = LRMethod("counted", "three steps", lambda config, inputs, progress, **options:
+                      [progress(done, 3) for done in (1, 2, 3)] and {"lr": 0.1}, lambda record: record["lr"])
+    monkeypatch.setitem(LR_METHODS, "counted", method)
+    resolve_lr(TrainConfig(**PLANNED), LRSource("counted"), cache=tmp_path / "counted.json", inputs="prepared",
+               show_progress=True)
+    assert updates == [{"completed": done, "total": 3} for done in (1, 2, 3)]
 
 
 def test_a_given_estimate_file_is_used_and_a_missing_one_is_refused(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,9 @@ def test_a_run_records_steps_evaluation_predictions_and_result(tmp_path):
     assert len(predictions) == 12 and all(p["prediction"] in range(4) for p in predictions)
 
     record = json.loads((tmp_path / "result.json").read_text())
+    assert record == json.loads(json.dumps(result.record.to_dict(), default=str))
+    assert [s.to_dict() for s in result.steps] == steps and result.evaluations == read_jsonl(tmp_path / "evals.jsonl")
+    assert result.predictions == predictions
     assert record["metrics"]["n_total"] == 12 and set(record["metrics"]) >= {"accuracy", "macro_f1", "weighted_f1"}
     assert record["evaluation"]["mode"] == "score"
     assert record["data"] == {"n_train": 64, "n_eval": 12, "n_truncated_train": record["data"]["n_truncated_train"]}
@@ -117,6 +121,27 @@ def test_an_interrupted_run_resumes_to_the_same_end(tmp_path, how):
             == json.loads((tmp_path / "straight" / "result.json").read_text())["metrics"])
 
 
+def test_the_parts_of_train_compose_and_a_resumed_run_returns_every_step(tmp_path):
+    from adamlab.training import loop
+
+    config = tiny_config(tmp_path, steps=4, checkpoint_every=2)
+    run = loop.prepare(config)
+    loop.resume(run)
+    first = loop.train_step(run)
+    assert (first.step, run.step) == (1, 1) and read_jsonl(tmp_path / "metrics.jsonl") == [first.to_dict()]
+    status, diverged_at = loop.run_steps(run)
+    result = loop.finish(run, status, diverged_at)
+    assert (status, diverged_at, [s.step for s in result.steps]) == ("done", None, [1, 2, 3, 4])
+
+    (tmp_path / "result.json").unlink()  # as if killed after the last step, before finishing: resume from step 2
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000004")
+    again = train(config, show_progress=False)
+    measured = lambda steps: [(s.step, s.loss, s.lr, s.grad_norm, s.update_norm) for s in steps]
+    assert measured(again.steps) == measured(result.steps) and again.metrics == result.metrics
+    scores = lambda evaluations: [{k: v for k, v in e.items() if k != "seconds"} for e in evaluations]
+    assert scores(again.evaluations) == scores(result.evaluations)
+
+
 def test_a_non_finite_loss_stops_the_run_as_diverged(tmp_path):
     result = train(tiny_config(tmp_path, optimizer="adam", lr=1e30, max_grad_norm=None, steps=20), show_progress=False)
     record = json.loads((tmp_path / "result.json").read_text())
@@ -173,18 +198,18 @@ def test_adam_dds_estimates_its_step_size_before_the_first_step_and_reuses_it(tm
     result = train(config, show_progress=False)
     assert result.status == "done"
     estimate = json.loads((tmp_path / "stepsize.json").read_text())
-    group = result.record["optimizer"]["param_groups"][0]
-    assert group["lr"] == pytest.approx(0.5 * estimate["alpha"]) and result.record["optimizer"]["class"] == "Adam"
+    group = result.record.optimizer["param_groups"][0]
+    assert group["lr"] == pytest.approx(0.5 * estimate["alpha"]) and result.record.optimizer["class"] == "Adam"
     assert estimate["T"] == 3  # the theorem's horizon: this run's number of steps
-    lr = result.record["lr"]
+    lr = result.record.lr
     assert (lr["source"], lr["estimate"], lr["lr"], lr["cached"]) == ("dds x0.5", estimate["alpha"], group["lr"], False)
     assert lr["cost_seconds"] > 0
 
     (tmp_path / "result.json").unlink()  # as if interrupted after the last checkpoint
     again = train(config, show_progress=False)
     assert json.loads((tmp_path / "stepsize.json").read_text()) == estimate
-    assert again.record["optimizer"]["param_groups"][0]["lr"] == group["lr"]
-    assert again.record["lr"]["cached"] and again.record["lr"]["cost_seconds"] == 0
+    assert again.record.optimizer["param_groups"][0]["lr"] == group["lr"]
+    assert again.record.lr["cached"] and again.record.lr["cost_seconds"] == 0
 
 
 @pytest.mark.parametrize("name", available_optimizers())

@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..stepsize import FROM_PRESET, METHODS, RangeTestResult, StepsizeEstimate, by_lora_matrix, estimator_settings
+from ..stepsize import RangeTestResult, StepsizeEstimate, by_lora_matrix
+from ..stepsize.presets import FROM_PRESET, estimator_settings
+from ..stepsize.spectral import METHODS
 from ..training import TrainConfig
 from ..training.lr_source import LR_METHODS, LRSource, resolve_lr
 from .app import app

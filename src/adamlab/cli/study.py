@@ -163,8 +163,9 @@ def validate(
             method = t.stepsize_estimate.get("lr_method", "dds")
             estimates[(t.model, t.task, method, None if method == "dds" else t.optimizer)] = t.stepsize_estimate
     for (model, task, method, optimizer), estimate in estimates.items():
-        about = f"{method} learning rate for {model} on {task}" + ("" if method == "dds" else f" ({optimizer})")
+        about = f"dds step size for {model} on {task}" if method == "dds" else \
+            f"{method} learning rate for {model} on {task} ({optimizer})"
         if estimate["source"] == PENDING:
             console.print(f"{about}: to be estimated when the sweep starts", soft_wrap=True)
         else:
-            console.print(f"{about}: {estimate['alpha']:.4g} ({estimate['source']})", soft_wrap=True)
+            console.print(f"{about}: α = {estimate['alpha']:.4g} ({estimate['source']})", soft_wrap=True)

@@ -91,7 +91,8 @@ def run_rows(runs: list[RunRecord], n_dev: int) -> list[list[str]]:
         accuracy = run.dev.get("accuracy")
         shown = "-" if accuracy is None else f"{accuracy:.3f} ± {binomial_se(accuracy, n_dev):.3f}"
         rows.append([run.stage, _label(run.candidate), str(run.seed), str(run.step), run.status, str(run.steps_run),
-                     shown, run.reason or ""])
+                     shown, run.reason or (f"flagged, kept in the ranking: {run.dev['flagged']}"
+                                           if run.dev.get("flagged") else "")])
     return rows
 
 

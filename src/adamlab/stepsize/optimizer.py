@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .estimate import StepsizeEstimate
+from .record import StepsizeEstimate
 
 
 class AdamDDS(torch.optim.Adam):

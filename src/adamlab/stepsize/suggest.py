@@ -38,7 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from .aeos import aeos_bound, seeded_batches
-from .estimate import constant_stepsize, estimate_stepsize
+from .estimate import estimate_stepsize
+from .formula import constant_stepsize
 from .hvp import resolve_parameters
 from .range_test import lr_range_test
 

@@ -13,7 +13,6 @@ rest. Ctrl-C asks every running trial to checkpoint and stop, and puts it back i
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
@@ -29,6 +28,7 @@ from typing import ClassVar
 import torch
 
 from ..training import TrainConfig, train
+from ..training.loop import read_jsonl
 from .store import Heartbeat, Owner, Store, TrialOutcome, TrialRow
 from .trials import trial_folder
 
@@ -333,26 +333,21 @@ def trial_config(study_dir: Path, trial: TrialRow) -> TrainConfig:
 
 
 def run_trial(config: TrainConfig, show_progress: bool = False) -> TrialOutcome:
-    """Train one trial (resuming from its folder's checkpoint if it has one) and read back what it recorded. Any
-    exception becomes a ``failed`` outcome carrying the message, so one bad trial never ends a sweep."""
+    """Train one trial (resuming from its folder's checkpoint if it has one); its outcome is what ``train``
+    returned. Any exception becomes a ``failed`` outcome carrying the message, so one bad trial never ends a
+    sweep."""
     started = time.perf_counter()
     try:
         result = train(config, show_progress=show_progress)
     except Exception as error:
         return failed_outcome(config, f"{type(error).__name__}: {error}", time.perf_counter() - started)
+    record = result.record.to_dict()
     return TrialOutcome(result.status, result.steps_completed, time.perf_counter() - started, None,
-                        _read_jsonl(config.out_dir / "metrics.jsonl"), _read_jsonl(config.out_dir / "evals.jsonl"),
-                        result.record.get("environment"), result.record,
-                        _read_jsonl(config.out_dir / "predictions.jsonl"))
+                        [step.to_dict() for step in result.steps], result.evaluations, record["environment"], record,
+                        result.predictions)
 
 
 def failed_outcome(config: TrainConfig, error: str, seconds: float) -> TrialOutcome:
-    """A failed attempt, with the steps and evaluations it recorded before failing."""
-    steps = _read_jsonl(config.out_dir / "metrics.jsonl")
-    return TrialOutcome("failed", len(steps), seconds, error, steps, _read_jsonl(config.out_dir / "evals.jsonl"))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """A failed attempt, with the steps and evaluations its run files recorded before it failed."""
+    steps = read_jsonl(config.out_dir / "metrics.jsonl")
+    return TrialOutcome("failed", len(steps), seconds, error, steps, read_jsonl(config.out_dir / "evals.jsonl"))

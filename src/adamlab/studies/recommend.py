@@ -32,6 +32,7 @@ import json
 import math
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -449,6 +450,7 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
                     # Early rungs only drop runs that broke: a run can sit at the majority class for its first
                     # steps and recover, and the ranking already sends it down. The guards apply in full at the end.
                     flags[key] = reason
+                    metrics = {**metrics, "flagged": reason}  # shown in the report, not used to select
                     reason = None
                 record = RunRecord(key, stop, stage, candidate.to_dict(), seed, outcome.status,
                                    max(outcome.steps_completed - start, 0), metrics,
@@ -600,7 +602,9 @@ def score_on_examples(run: Path, task: Task, examples: list[Example]) -> list[in
     if (run / "adapter").is_dir():
         from peft import PeftModel  # peft is imported only where adapters are loaded: it is slow to import
 
-        model = PeftModel.from_pretrained(loaded.model, run / "adapter")
+        with warnings.catch_warnings():  # peft reads an attribute transformers deprecated; nothing to change here
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            model = PeftModel.from_pretrained(loaded.model, run / "adapter")
     else:
         model = type(loaded.model).from_pretrained(run / "model")
     result = evaluate(model, loaded.tokenizer, loaded.head, task, examples, mode=config.eval_mode,

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..training.records import StepRecord
 from .spec import StudySpec
 from .trials import Trial
 
@@ -37,6 +38,8 @@ FINISHED = ("done", "diverged")
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 10 * HEARTBEAT_SECONDS
 BUSY_TIMEOUT_SECONDS = 60.0  # how long a writer waits for another's transaction before giving up
+
+STEP_COLUMNS = StepRecord.measurements()  # one column per measurement of a step: a new field is a new column
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
@@ -73,13 +76,7 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE TABLE IF NOT EXISTS step_metrics (
     trial TEXT NOT NULL REFERENCES trials(key),
     step INTEGER NOT NULL,
-    loss REAL,
-    lr REAL,
-    grad_norm REAL,
-    update_norm REAL,
-    step_seconds REAL,
-    tokens_per_second REAL,
-    memory TEXT,                        -- JSON: RSS or CUDA bytes, GPU utilisation
+    {"".join(f"{column} REAL,{chr(10)}    " for column in STEP_COLUMNS)}memory TEXT, -- JSON: RSS or CUDA bytes, GPU use
     PRIMARY KEY (trial, step)
 );
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -109,9 +106,6 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 """
 ROW_TABLES = ("step_metrics", "evaluations", "environment", "run_records", "predictions")
-
-STEP_COLUMNS = ("loss", "lr", "grad_norm", "update_norm", "step_seconds", "tokens_per_second")
-
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -163,7 +157,7 @@ class TrialOutcome:
     steps_completed: int = 0
     wall_seconds: float = 0.0
     error: str | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)  # the run's metrics.jsonl records
+    steps: list[dict[str, Any]] = field(default_factory=list)  # StepRecord.to_dict() of each step (metrics.jsonl)
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # its evals.jsonl records
     environment: dict[str, Any] | None = None
     record: dict[str, Any] | None = None  # the run's result.json, for a trial that finished training
@@ -220,6 +214,7 @@ class Store:
         self.path = Path(path)
         self.db = _connect(self.path)
         self.db.executescript(SCHEMA)
+        _add_new_step_columns(self.db)
 
     @classmethod
     def open(cls, study_dir: str | Path, create: bool = False) -> Store:
@@ -447,4 +442,16 @@ def _dumps(value: Any) -> str | None:
 
 
 def _memory(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k.endswith("_bytes") or k.startswith("gpu_")}
+    return StepRecord.from_dict(record).memory
+
+
+def _add_new_step_columns(db: sqlite3.Connection) -> None:
+    """A study made before a measurement joined ``StepRecord`` gets its column (empty for the old rows)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(step_metrics)")}
+    for column in STEP_COLUMNS:
+        if column not in present:
+            try:
+                db.execute(f"ALTER TABLE step_metrics ADD COLUMN {column} REAL")
+            except sqlite3.OperationalError as error:  # another coordinator added it first
+                if "duplicate column" not in str(error):
+                    raise

@@ -8,7 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from ..stepsize import FROM_PRESET, StepsizeEstimate, estimate_stepsize
+from ..stepsize import StepsizeEstimate, estimate_stepsize
+from ..stepsize.presets import FROM_PRESET
 from .config import DDS_SAMPLES, TrainConfig
 from .losses import loss_targets, training_loss
 from .setup import TrialInputs, prepare_trial
@@ -40,12 +41,13 @@ def estimate_for_training(
 
 def estimate_for_inputs(config: TrainConfig, inputs: TrialInputs, **options: Any) -> StepsizeEstimate:
     """The estimate for the run ``config`` plans, from its prepared inputs: horizon = its steps, ``samples``
-    examples (its ``optimizer_args``, default ``DDS_SAMPLES``), its seed."""
+    examples (its ``optimizer_args``, default ``DDS_SAMPLES``), its seed; ``options`` override these and go to
+    ``estimate_stepsize``."""
     loaded = inputs.loaded
+    settings = {"total_steps": config.steps, "samples": config.optimizer_args.get("samples", DDS_SAMPLES),
+                "seed": config.seed, "model_id": config.model, "adapter_config": loaded.info.get("lora"), **options}
     return estimate_for_training(loaded.model, loaded.head, inputs.encoded, loaded.tokenizer.pad_token_id,
-                                 total_steps=config.steps, samples=config.optimizer_args.get("samples", DDS_SAMPLES),
-                                 seed=config.seed, model_id=config.model, adapter_config=loaded.info.get("lora"),
-                                 **options)
+                                 **settings)
 
 
 def estimate_for_config(config: TrainConfig, **options: Any) -> StepsizeEstimate:

@@ -19,7 +19,7 @@ import json
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,10 @@ from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import loss_targets, summed_loss
-from .lr_source import resolve_lr
+from .lr_source import LRResolution, resolve_lr
 from .order import ExampleOrder
-from .setup import prepare_trial
+from .records import RunRecord, StepRecord
+from .setup import TrialInputs, prepare_trial
 from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
 
 # The update norm needs a copy of the trainable weights from before the step: nothing next to LoRA adapters, a second
@@ -49,11 +50,17 @@ class RunMismatchError(ValueError):
 
 @dataclass
 class TrainResult:
-    status: str  # done | diverged | interrupted
+    """What ``train`` returns: everything the run files hold, so a caller (a study's executor) needs not read
+    them back. ``steps`` and ``evaluations`` are the main process's (empty on the others)."""
+
+    status: str  # done | diverged | interrupted | paused
     steps_completed: int
     metrics: dict[str, Any]
     out_dir: Path
-    record: dict[str, Any]  # the content of result.json
+    record: RunRecord  # result.json
+    steps: list[StepRecord] = field(default_factory=list)  # metrics.jsonl
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # evals.jsonl
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # predictions.jsonl
 
 
 def check_output_dir(config: TrainConfig) -> None:
@@ -109,185 +116,289 @@ class _GracefulStop:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
-    from accelerate import Accelerator
+@dataclass
+class Run:
+    """A run in progress: what ``prepare`` built and the loop's position, shared by the parts of ``train``."""
 
+    config: TrainConfig
+    accelerator: Any
+    inputs: TrialInputs
+    model: torch.nn.Module  # wrapped by accelerate
+    unwrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    lr_resolution: LRResolution
+    eval_examples: list
+    trainable: list[torch.Tensor]
+    track_update: bool
+    order: ExampleOrder
+    step: int = 0
+    elapsed: float = 0.0
+    tokens_seen: int = 0
+    steps: list[StepRecord] = field(default_factory=list)  # every step of the run, those before a resume included
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    # Model FLOPs utilisation = this x tokens/s: training FLOPs per token over the peak of the GPUs, on a known GPU
+    # and for a full-parameter causal LM (pre-training) only, since LoRA skips most of the FLOPs the estimate counts.
+    mfu_per_token_per_second: float | None = None
+    step_log: JsonlLog | None = None  # the main process writes the run files
+    eval_log: JsonlLog | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
+    """Run (or resume, or read back) the trial ``config`` describes: prepare, resume, step until done, evaluating
+    and checkpointing on the way, then finish with the final evaluation and the run's record."""
     config.validate()
     check_output_dir(config)
-    out = config.out_dir
-    finished = out / "result.json"
-    if finished.exists() and json.loads(finished.read_text())["status"] in ("done", "diverged"):
-        record = json.loads(finished.read_text())
-        return TrainResult(record["status"], record["steps_completed"], record["metrics"], out, record)
+    finished = finished_run(config)
+    if finished is not None:
+        return finished
+    run = prepare(config, show_progress)
+    resume(run)
+    status, diverged_at = run_steps(run, show_progress)
+    return finish(run, status, diverged_at)
 
-    # Everything that can fail on bad input (model, data, optimizer) happens before anything is written.
+
+def finished_run(config: TrainConfig) -> TrainResult | None:
+    """The result of a run that already ended (done or diverged) in its folder; None otherwise."""
+    out = config.out_dir
+    if not (out / "result.json").exists():
+        return None
+    record = RunRecord.from_dict(json.loads((out / "result.json").read_text()))
+    if record.status not in ("done", "diverged"):
+        return None
+    predictions = read_jsonl(out / "predictions.jsonl")
+    return TrainResult(record.status, record.steps_completed, record.metrics, out, record,
+                       [StepRecord.from_dict(line) for line in read_jsonl(out / "metrics.jsonl")],
+                       read_jsonl(out / "evals.jsonl"), predictions)
+
+
+def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
+    """Load the model and data, resolve the learning rate, build optimizer and schedule, and write config.json.
+    Everything that can fail on bad input (model, data, optimizer) happens before anything is written."""
+    from accelerate import Accelerator
+
     inputs = prepare_trial(config)
-    task, loaded, encoded = inputs.task, inputs.loaded, inputs.encoded
-    model, tokenizer, head = loaded.model, loaded.tokenizer, loaded.head
-    eval_examples = task.load("eval", config.eval_source, config.eval_limit)
+    eval_examples = inputs.task.load("eval", config.eval_source, config.eval_limit)
 
     # cpu=True without a GPU lets torchrun / `accelerate launch --multi_gpu` processes form a gloo group on CPUs.
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=config.trackers or None,
-                              project_dir=str(out), cpu=not torch.cuda.is_available())
-    world, rank = accelerator.num_processes, accelerator.process_index
+                              project_dir=str(config.out_dir), cpu=not torch.cuda.is_available())
+    model = inputs.loaded.model
     if not config.quantize_4bit:  # quantized weights are placed at load; the rest moves before the optimizer exists
         model = model.to(accelerator.device)
-    if config.batch_size % (world * config.grad_accum):
-        raise ValueError(f"batch_size {config.batch_size} must split evenly over {world} processes x "
-                         f"{config.grad_accum} micro-batches")
+    if config.batch_size % (accelerator.num_processes * config.grad_accum):
+        raise ValueError(f"batch_size {config.batch_size} must split evenly over {accelerator.num_processes} "
+                         f"processes x {config.grad_accum} micro-batches")
     # The learning rate from its declared source; an estimate (adam_dds) is made here, on the model on its
     # device, and cached in the run folder so a resumed run reads it back.
-    lr, lr_resolution = resolve_lr(config, inputs=inputs, show_progress=show_progress and accelerator.is_main_process)
+    lr, lr_resolution = resolve_lr(config, inputs=inputs,
+                                   show_progress=show_progress and accelerator.is_main_process)
     optimizer = create_optimizer(config.optimizer, model, lr=lr, **config.split_optimizer_args()[0])
     scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    unwrapped = accelerator.unwrap_model(model)
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+        (config.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    track_update = sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS
-    # Model FLOPs utilisation on a known GPU, for full-parameter causal LMs (pre-training): LoRA skips most of the
-    # backward FLOPs the estimate counts.
+    unwrapped = accelerator.unwrap_model(model)
     peak = peak_flops(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
-    flops_per_token = (training_flops_per_token(unwrapped, config.max_seq_len)
-                       if peak and head == "causal_lm" and config.lora is None else None)
+    full_causal_lm = inputs.loaded.head == "causal_lm" and config.lora is None
+    mfu_scale = (training_flops_per_token(unwrapped, config.max_seq_len) / (peak * accelerator.num_processes)
+                 if peak and full_causal_lm else None)
+    return Run(config, accelerator, inputs, model, unwrapped, optimizer, scheduler,
+               lr_resolution, eval_examples, trainable,
+               track_update=sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS,
+               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed),
+               mfu_per_token_per_second=mfu_scale)
 
-    start_step, elapsed, tokens_seen = 0, 0.0, 0
+
+def resume(run: Run) -> None:
+    """Continue from the latest checkpoint, if any: weights, optimizer, schedule and RNG states, the step, and
+    the run files cut back to that step. Starts the trackers."""
+    config, out = run.config, run.config.out_dir
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
-        start_step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens_seen"]
-    resume_step = start_step if checkpoint is not None else None
-    step_log = JsonlLog(out / "metrics.jsonl", resume_step) if accelerator.is_main_process else None
-    eval_log = JsonlLog(out / "evals.jsonl", resume_step) if accelerator.is_main_process else None
+        state = load_checkpoint(checkpoint, run.unwrapped, run.optimizer, run.scheduler)
+        run.step, run.elapsed, run.tokens_seen = state["step"], state["elapsed"], state["tokens_seen"]
+    resume_step = run.step if checkpoint is not None else None
+    if run.is_main:
+        run.step_log = JsonlLog(out / "metrics.jsonl", resume_step)
+        run.eval_log = JsonlLog(out / "evals.jsonl", resume_step)
+        run.steps = [StepRecord.from_dict(line) for line in run.step_log.kept]
+        run.evaluations = list(run.eval_log.kept)
     if config.trackers:
         # Trackers take flat scalars as hyperparameters: nested settings go in as JSON strings.
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
                    for k, v in config.identity().items()}
-        accelerator.init_trackers("adamlab", config=hparams)
+        run.accelerator.init_trackers("adamlab", config=hparams)
 
-    def run_eval(step: int) -> EvalResult | None:
-        result = None
-        if accelerator.is_main_process:
-            _optimizer_mode(optimizer, "eval")
-            result = evaluate(unwrapped, tokenizer, head, task, eval_examples, mode=config.eval_mode,
-                              batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
-            _optimizer_mode(optimizer, "train")
-            eval_log.write({"step": step, **result.metrics, "seconds": result.seconds})
-            if config.trackers:
-                accelerator.log({f"eval/{k}": v for k, v in result.metrics.items()}, step=step)
-        accelerator.wait_for_everyone()
-        return result
 
-    order = ExampleOrder(len(encoded), config.batch_size, config.seed)
+def run_steps(run: Run, show_progress: bool = False) -> tuple[str, int | None]:
+    """Step until the run's steps are done, evaluating and checkpointing as configured: ``("done", None)``,
+    ``("paused", None)`` at ``stop_at`` (checkpointed), ``("diverged", step)`` at a non-finite loss, or
+    ``("interrupted", None)`` after Ctrl-C (checkpointed)."""
+    config = run.config
+    end = config.steps if config.stop_at is None else config.stop_at  # the schedule still spans config.steps
+    run.model.train()
+    _optimizer_mode(run.optimizer, "train")
+    bar = progress_bar(show_progress and run.is_main)
+    with bar, _GracefulStop() as stop:
+        bar_task = bar.add_task(f"{config.optimizer} on {config.task}", total=config.steps, completed=run.step,
+                                loss="-", lr="-")
+        while run.step < end:
+            record = train_step(run)
+            if record is None:
+                return "diverged", run.step + 1
+            if run.is_main:
+                bar.update(bar_task, completed=run.step, loss=f"{record.loss:.4f}", lr=f"{record.lr:.2e}")
+            if config.eval_every and run.step % config.eval_every == 0 and run.step < config.steps:
+                evaluate_run(run)
+            if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or stop.requested \
+                    or run.step == config.stop_at:
+                checkpoint(run)
+            if stop.requested:
+                return "interrupted", None
+    # At stop_at, checkpointed: the same config with a later stop_at continues from here.
+    return ("done" if run.step == config.steps else "paused"), None
+
+
+def train_step(run: Run) -> StepRecord | None:
+    """One optimizer step on the global batch of ``run.step``, recorded; None (and no update) when the loss is not
+    finite."""
+    config, accelerator = run.config, run.accelerator
+    world, rank = accelerator.num_processes, accelerator.process_index
     per_process = config.batch_size // world
     micro = per_process // config.grad_accum
-    status, diverged_at = "done", None
-    model.train()
-    _optimizer_mode(optimizer, "train")
-    step = start_step
-    end = config.steps if config.stop_at is None else config.stop_at  # the schedule still spans config.steps
-    bar = progress_bar(show_progress and accelerator.is_main_process)
-    with bar, _GracefulStop() as stop:
-        bar_task = bar.add_task(f"{config.optimizer} on {config.task}", total=config.steps, completed=start_step,
-                                loss="-", lr="-")
-        while step < end:
-            started = time.perf_counter()
-            batch_examples = [encoded[i] for i in order.batch(step)]
-            targets = loss_targets(batch_examples)
-            shard = batch_examples[rank * per_process : (rank + 1) * per_process]
-            loss_sum = torch.zeros((), device=accelerator.device)
-            for k in range(config.grad_accum):
-                batch = collate(shard[k * micro : (k + 1) * micro], tokenizer.pad_token_id)
-                batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
-                sync = contextlib.nullcontext() if k == config.grad_accum - 1 else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
-                    summed = summed_loss(model, batch, head)
-                    # DDP averages gradients over processes; scaling by world undoes that, leaving the global sum.
-                    accelerator.backward(summed * (world / targets))
-                loss_sum += summed.detach()
-            loss = (accelerator.reduce(loss_sum, "sum") if world > 1 else loss_sum).item() / targets
-            if not math.isfinite(loss):
-                status, diverged_at = "diverged", step + 1
-                break
+    pad_id = run.inputs.loaded.tokenizer.pad_token_id
+    started = time.perf_counter()
+    batch_examples = [run.inputs.encoded[i] for i in run.order.batch(run.step)]
+    targets = loss_targets(batch_examples)
+    shard = batch_examples[rank * per_process : (rank + 1) * per_process]
+    loss_sum = torch.zeros((), device=accelerator.device)
+    for k in range(config.grad_accum):
+        batch = collate(shard[k * micro : (k + 1) * micro], pad_id)
+        batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+        sync = contextlib.nullcontext() if k == config.grad_accum - 1 else accelerator.no_sync(run.model)
+        with sync, accelerator.autocast():
+            summed = summed_loss(run.model, batch, run.inputs.loaded.head)
+            # DDP averages gradients over processes; scaling by world undoes that, leaving the global sum.
+            accelerator.backward(summed * (world / targets))
+        loss_sum += summed.detach()
+    loss = (accelerator.reduce(loss_sum, "sum") if world > 1 else loss_sum).item() / targets
+    if not math.isfinite(loss):
+        return None
 
-            if config.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            else:
-                grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in trainable])))
-            lr = optimizer.param_groups[0]["lr"]
-            before = [p.detach().clone() for p in trainable] if track_update else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            update_norm = None
-            if before is not None:
-                torch._foreach_sub_(before, [p.detach() for p in trainable])
-                update_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))).item()
-                del before
+    trainable = run.trainable
+    if config.max_grad_norm is not None:
+        grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in trainable])))
+    lr = run.optimizer.param_groups[0]["lr"]
+    before = [p.detach().clone() for p in trainable] if run.track_update else None
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    update_norm = None
+    if before is not None:
+        torch._foreach_sub_(before, [p.detach() for p in trainable])
+        update_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))).item()
+        del before
 
-            step += 1
-            seconds = time.perf_counter() - started
-            elapsed += seconds
-            step_tokens = sum(len(e.input_ids) for e in batch_examples)
-            tokens_seen += step_tokens
-            if accelerator.is_main_process:
-                record = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
-                          "update_norm": update_norm, "step_seconds": seconds, "tokens_per_second": step_tokens / seconds,
-                          "epoch": order.epoch(step), **memory()}
-                if flops_per_token:
-                    record["mfu"] = flops_per_token * step_tokens / seconds / (peak * world)
-                step_log.write(record)
-                if config.trackers:
-                    accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step" and v is not None}, step=step)
-                bar.update(bar_task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
-                run_eval(step)
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or stop.requested or step == config.stop_at:
-                if accelerator.is_main_process:
-                    save_checkpoint(out, step, unwrapped, optimizer, scheduler, config.keep_checkpoints,
-                                    {"elapsed": elapsed, "tokens_seen": tokens_seen})
-                accelerator.wait_for_everyone()
-            if stop.requested:
-                status = "interrupted"
-                break
+    run.step += 1
+    seconds = time.perf_counter() - started
+    run.elapsed += seconds
+    step_tokens = sum(len(e.input_ids) for e in batch_examples)
+    run.tokens_seen += step_tokens
+    hardware = memory()  # with GPU utilisation on CUDA, and the model FLOPs utilisation where it is defined
+    if run.mfu_per_token_per_second:
+        hardware["mfu"] = run.mfu_per_token_per_second * step_tokens / seconds
+    record = StepRecord(run.step, loss, lr, float(grad_norm), update_norm, seconds, step_tokens / seconds,
+                        run.order.epoch(run.step), hardware)
+    if run.is_main:
+        run.steps.append(record)
+        run.step_log.write(record.to_dict())
+        if config.trackers:
+            accelerator.log({f"train/{k}": v for k, v in record.to_dict().items() if k != "step" and v is not None},
+                            step=run.step)
+    return record
 
-    if status == "done" and step < config.steps:
-        status = "paused"  # at stop_at, checkpointed: the same config with a later stop_at continues from here
-    final = run_eval(step) if status in ("done", "paused") else None
-    record = {
-        "status": status,
-        "steps_completed": step,
-        "diverged_at_step": diverged_at,
-        "metrics": final.metrics if final else {},
-        "evaluation": {"mode": final.mode, **final.settings, "seconds": final.seconds} if final else None,
-        "config": config.to_dict(),
-        "model": loaded.info,
-        "optimizer": {"name": config.optimizer, "class": type(getattr(optimizer, "optimizer", optimizer)).__name__,
-                      "param_groups": _config_summary(optimizer)},
-        "lr": lr_resolution.to_dict(),
-        "schedule": {"name": config.schedule, "warmup_steps": config.warmup_steps, **config.schedule_args},
-        "data": {"n_train": len(encoded), "n_eval": len(eval_examples),
-                 "n_truncated_train": sum(e.truncated for e in encoded)},
-        "trainable_parameters": sum(p.numel() for p in trainable),
-        "tokens_seen": tokens_seen,
-        "wall_seconds": elapsed,
-        "peak_memory": {"peak_rss_bytes": peak_rss_bytes(), **({"cuda_peak_bytes": torch.cuda.max_memory_allocated()}
-                                                                if torch.cuda.is_available() else {})},
-        "processes": world,
-        "environment": environment(),
-    }
-    if accelerator.is_main_process:
+
+def evaluate_run(run: Run) -> EvalResult | None:
+    """Evaluate on every evaluation example (the main process; the others wait), and record it."""
+    config, result = run.config, None
+    if run.is_main:
+        _optimizer_mode(run.optimizer, "eval")
+        loaded = run.inputs.loaded
+        result = evaluate(run.unwrapped, loaded.tokenizer, loaded.head, run.inputs.task, run.eval_examples,
+                          mode=config.eval_mode, batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
+        _optimizer_mode(run.optimizer, "train")
+        line = {"step": run.step, **result.metrics, "seconds": result.seconds}
+        run.evaluations.append(line)
+        run.eval_log.write(line)
+        if config.trackers:
+            run.accelerator.log({f"eval/{k}": v for k, v in result.metrics.items()}, step=run.step)
+    run.accelerator.wait_for_everyone()
+    return result
+
+
+def checkpoint(run: Run) -> None:
+    if run.is_main:
+        save_checkpoint(run.config.out_dir, run.step, run.unwrapped, run.optimizer, run.scheduler,
+                        run.config.keep_checkpoints, {"elapsed": run.elapsed, "tokens_seen": run.tokens_seen})
+    run.accelerator.wait_for_everyone()
+
+
+def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
+    """The final evaluation (of a run that is done or paused), the trained weights (of one that is done),
+    predictions.jsonl and result.json."""
+    config, out = run.config, run.config.out_dir
+    final = evaluate_run(run) if status in ("done", "paused") else None
+    inner = getattr(run.optimizer, "optimizer", run.optimizer)
+    encoded = run.inputs.encoded
+    record = RunRecord(
+        status=status,
+        steps_completed=run.step,
+        diverged_at_step=diverged_at,
+        metrics=final.metrics if final else {},
+        evaluation={"mode": final.mode, **final.settings, "seconds": final.seconds} if final else None,
+        config=config.to_dict(),
+        model=run.inputs.loaded.info,
+        optimizer={"name": config.optimizer, "class": type(inner).__name__,
+                   "param_groups": _config_summary(run.optimizer)},
+        lr=run.lr_resolution.to_dict(),
+        schedule={"name": config.schedule, "warmup_steps": config.warmup_steps, **config.schedule_args},
+        data={"n_train": len(encoded), "n_eval": len(run.eval_examples),
+              "n_truncated_train": sum(e.truncated for e in encoded)},
+        trainable_parameters=sum(p.numel() for p in run.trainable),
+        tokens_seen=run.tokens_seen,
+        wall_seconds=run.elapsed,
+        peak_memory={"peak_rss_bytes": peak_rss_bytes(), **({"cuda_peak_bytes": torch.cuda.max_memory_allocated()}
+                                                             if torch.cuda.is_available() else {})},
+        processes=run.accelerator.num_processes,
+        environment=environment(),
+    )
+    predictions = final.predictions if final is not None else []
+    if run.is_main:
+        tokenizer = run.inputs.loaded.tokenizer
         if status == "done":
-            _optimizer_mode(optimizer, "eval")
-            unwrapped.save_pretrained(out / ("adapter" if config.lora is not None else "model"))
+            _optimizer_mode(run.optimizer, "eval")
+            run.unwrapped.save_pretrained(out / ("adapter" if config.lora is not None else "model"))
             tokenizer.save_pretrained(out / ("adapter" if config.lora is not None else "model"))
         if final is not None:
             with (out / "predictions.jsonl").open("w") as f:
-                for prediction in final.predictions:
+                for prediction in predictions:
                     f.write(json.dumps(prediction) + "\n")
-        (out / "result.json").write_text(json.dumps(record, indent=2, default=str))
+        (out / "result.json").write_text(json.dumps(record.to_dict(), indent=2, default=str))
     if config.trackers:
-        accelerator.end_training()
-    return TrainResult(status, step, record["metrics"], out, record)
+        run.accelerator.end_training()
+    return TrainResult(status, run.step, record.metrics, out, record, run.steps, run.evaluations, predictions)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

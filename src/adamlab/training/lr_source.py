@@ -46,8 +46,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..stepsize import lr_range_test
-from .config import DDS_SAMPLES, TrainConfig
-from .estimates import estimate_for_training
+from .config import TrainConfig
+from .estimates import estimate_for_inputs
 from .losses import training_loss
 from .setup import TrialInputs, prepare_trial
 
@@ -267,13 +267,8 @@ def estimate_progress(enabled: bool, description: str) -> Iterator[ProgressFn]:
 
 
 def _dds_estimate(config: TrainConfig, inputs: TrialInputs, progress: ProgressFn | None, **options: Any) -> dict:
-    """The AdamDDS estimate on ``samples`` training examples (the config's optimizer_args, default DDS_SAMPLES),
-    horizon = the run's steps; ``options`` override any of these and go to ``estimate_stepsize``."""
-    loaded = inputs.loaded
-    settings = {"total_steps": config.steps, "samples": config.optimizer_args.get("samples", DDS_SAMPLES),
-                "seed": config.seed, "model_id": config.model, "adapter_config": loaded.info.get("lora"), **options}
-    return estimate_for_training(loaded.model, loaded.head, inputs.encoded, loaded.tokenizer.pad_token_id,
-                                 progress=progress, **settings).to_dict()
+    """The AdamDDS estimate for the planned run (``estimates.estimate_for_inputs``)."""
+    return estimate_for_inputs(config, inputs, progress=progress, **options).to_dict()
 
 
 def _range_test_estimate(config: TrainConfig, inputs: TrialInputs, progress: ProgressFn | None,

@@ -60,11 +60,13 @@ class JsonlLog:
 
     def __init__(self, path: Path, resume_step: int | None = None, key: str = "step"):
         self.path = path
+        self.kept: list[dict[str, Any]] = []  # the records of the run before the resumed step
         if resume_step is None:
             path.write_text("")
         elif path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)[key] <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
+            self.kept = [json.loads(line) for line in kept]
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
