@@ -15,7 +15,7 @@ from typing import Any
 from ..studies.store import Store, StudyRow, TrialRow
 from ..tasks import get_task
 
-COUNT_METRICS = ("n_total", "n_invalid")  # counts, reported but never ranked
+COUNT_METRICS = ("n_total", "n_invalid", "n_tokens")  # counts, reported but never ranked (n_tokens: perplexity's)
 TRAIN_LOSS = "train_loss"  # the loss of the last optimizer step
 
 
