@@ -19,6 +19,7 @@ tokenizer, vocabulary padded to 50304). Any tokenizer can replace the default by
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -152,6 +153,9 @@ def training_flops_per_token(model: nn.Module, seq_len: int) -> float:
     return 6 * n + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
+TINY_MODELS = ("tiny-llama", "tiny-qwen")
+
+
 def builtin_models() -> list[str]:
     return ["minilm", "smollm2-135m", "tiny-llama", "tiny-qwen", *SCRATCH_MODELS]
 
@@ -277,6 +281,11 @@ def resolve_source(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")):
         raise ModelNotAvailableError(f"model folder {name_or_path} does not exist")
+    # A mistyped built-in name would otherwise go to the Hub, and wait through its retries when offline.
+    close = difflib.get_close_matches(name_or_path.lower(), builtin_models(), n=1, cutoff=0.75)
+    if close and "/" not in name_or_path:
+        raise ModelNotAvailableError(f"unknown model {name_or_path!r}: not a built-in name (did you mean "
+                                     f"{close[0]!r}? {', '.join(builtin_models())}), a local folder or a hub id")
     return name_or_path  # a hub id: from_pretrained downloads it (or reads the local hub cache)
 
 
@@ -327,6 +336,9 @@ def load_model(
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
     torch_dtype = DTYPES.get(dtype, "auto")
+    if quantize_4bit and name_or_path in TINY_MODELS:
+        raise ValueError(f"--qlora cannot apply to {name_or_path}: the built-in tiny models are random and not "
+                         "quantisable; drop --qlora")
 
     if name_or_path in SCRATCH_MODELS:
         if head == "classifier":
@@ -342,7 +354,7 @@ def load_model(
         raise ValueError(f"--tokenizer applies to the from-scratch models ({', '.join(SCRATCH_MODELS)}); "
                          f"{name_or_path} comes with its own")
 
-    if name_or_path in ("tiny-llama", "tiny-qwen"):
+    if name_or_path in TINY_MODELS:
         if head == "classifier":
             raise ValueError(f"{name_or_path} is a causal LM; it has no classifier head")
         model, tokenizer = _tiny_causal_lm(name_or_path, seed)
@@ -351,26 +363,20 @@ def load_model(
         return LoadedModel(model, tokenizer, "causal_lm", name_or_path,
                            {"source": "random init", "dtype": str(model.dtype), "template": template_hash(tokenizer)})
 
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    qlora = _qlora_kwargs() if quantize_4bit else {}  # before any download: fails at once without a GPU
     source = resolve_source(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as error:
-        raise ModelNotAvailableError(
-            f"cannot load model {name_or_path!r}: not a built-in name ({', '.join(builtin_models())}), not a local "
-            f"folder, and not reachable on the Hugging Face Hub ({str(error).splitlines()[0]})"
-        ) from None
+    config = _model_config(name_or_path, source, trust_remote_code)
     resolved_head = _head_for(config, head)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
-    if quantize_4bit:
-        kwargs.update(_qlora_kwargs())
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **qlora}
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if resolved_head == "classifier":
             if not num_labels:
-                raise ValueError("a classifier head needs num_labels (the task's number of classes)")
+                raise ValueError(f"{name_or_path} is an encoder that classifies: it needs a classification task "
+                                 "(num_labels); generation and multiple-choice tasks need a causal LM")
             # The new head is missing from the checkpoint by design; transformers would print a load report saying
             # so at every trial. Any other missing weight still gets a warning.
             with _quiet_transformers():
@@ -389,6 +395,35 @@ def load_model(
         model.config.pad_token_id = tokenizer.pad_token_id
     info = {"source": source, "dtype": str(model.dtype), "template": template_hash(tokenizer), "quantized": quantize_4bit}
     return LoadedModel(model, tokenizer, resolved_head, name_or_path, info)
+
+
+def _model_config(name_or_path: str, source: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise ModelNotAvailableError(
+            f"cannot load model {name_or_path!r}: not a built-in name ({', '.join(builtin_models())}), not a local "
+            f"folder, and not reachable on the Hugging Face Hub ({str(error).splitlines()[0]})"
+        ) from None
+
+
+def model_head(name_or_path: str, trust_remote_code: bool = False) -> Literal["causal_lm", "classifier"]:
+    """Whether ``name_or_path`` is a causal LM or an encoder that classifies, from its configuration alone (no
+    weights are read), so that a task it cannot run is refused before the model loads."""
+    if name_or_path in TINY_MODELS or name_or_path in SCRATCH_MODELS:
+        return "causal_lm"
+    return _head_for(_model_config(name_or_path, resolve_source(name_or_path), trust_remote_code), "auto")
+
+
+def check_sequence_length(loaded: LoadedModel, max_seq_len: int) -> None:
+    """Refuse a ``max_seq_len`` beyond the model's position table, which would fail mid-training (learned position
+    embeddings index out of range) or silently degrade (rotary ones past their trained length)."""
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_seq_len > limit:
+        raise ValueError(f"max_seq_len {max_seq_len} exceeds the {limit} positions of {loaded.name}; "
+                         f"use --max-seq-len {limit} or less")
 
 
 def _qlora_kwargs() -> dict[str, Any]:

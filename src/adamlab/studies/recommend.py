@@ -554,7 +554,9 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
         "tie": [c.label for c in tied],
         "cost": {"trial_steps": trial_steps, "grid_trial_steps": plan.grid_trial_steps,
                  "share_of_grid": trial_steps / plan.grid_trial_steps,
-                 "wall_seconds": time.perf_counter() - started, "budget_trial_steps": budget_steps,
+                 "wall_seconds": time.perf_counter() - started,  # this invocation's; a resumed one is shorter
+                 "trial_seconds": sum(r.wall_seconds or 0.0 for r in all_runs),  # every run, over all invocations
+                 "budget_trial_steps": budget_steps,
                  "budget_met": trial_steps <= budget_steps},
         "alternatives": [{**c.to_dict(), "dev": dev_summary(c), "p_best": p_best[names[c]],
                           "delta_vs_baseline": (difference(draws, correct, names[c], names[baseline])
@@ -597,7 +599,7 @@ def score_on_examples(run: Path, task: Task, examples: list[Example]) -> list[in
     """Load a finished run's trained weights and mark each of ``examples`` right (1) or wrong (0)."""
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     # The seed rebuilds the parts the run did not train and did not save: a tiny model's random base weights.
-    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
+    loaded = load_model(config.model, num_labels=task.num_labels, dtype=config.dtype,
                         seed=config.seed)
     if (run / "adapter").is_dir():
         from peft import PeftModel  # peft is imported only where adapters are loaded: it is slow to import

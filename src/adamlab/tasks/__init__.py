@@ -10,6 +10,7 @@ file or a Hugging Face dataset id can replace it.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 
 from .ag_news import AgNewsTask
@@ -47,4 +48,9 @@ def get_task(name: str, **options) -> Task:
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(available_tasks())}, or a task file "
                          "(.yaml, .jsonl).")
-    return _TASKS[key](**options)
+    task_class = _TASKS[key]
+    valid = [n for n in inspect.signature(task_class).parameters]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for task {key!r}; valid options: {', '.join(valid) or 'none'}")
+    return task_class(**options)

@@ -12,7 +12,7 @@ import torch
 
 from ..extras import check_trackers
 from ..models import DTYPES, LoraSettings, builtin_models
-from ..optim import create_optimizer
+from ..optim import create_optimizer, fused_optimizer_args
 from ..optim.registry import REGISTRY, resolve_name
 from ..schedules import get_schedule
 from ..stepsize import StepsizeEstimate
@@ -60,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, mlflow, wandb
+    fused_optimizer: bool | None = None  # the compiled optimizer step; None: on where it pays (adamlab.optim.fused)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field; checks names against the registries and
@@ -72,6 +73,7 @@ class TrainConfig:
         # Building the optimizer on a throwaway parameter runs every hyperparameter check now, not mid-run.
         hparams, dds_args = self.split_optimizer_args()
         create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=self.lr, **hparams)
+        fused_optimizer_args(self.optimizer, torch.nn.Linear(1, 1), self.fused_optimizer, hparams)
         if self.lr_source == "dds":  # the step size comes from an estimate, given or made before step 1
             samples = dds_args.get("samples", DDS_SAMPLES)
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -140,7 +142,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
-        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at"}
+        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at", "fused_optimizer"}  # same math
         # Fields added after studies were run count only when set, so existing trials keep their keys.
         unset_later_fields = {name for name in ("tokenizer",) if getattr(self, name) is None}
         return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset_later_fields}))

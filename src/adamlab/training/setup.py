@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..encoding import Encoded, encode_causal, encode_classifier, pack_documents
-from ..models import SCRATCH_MODELS, LoadedModel, apply_lora, load_model
+from ..models import SCRATCH_MODELS, LoadedModel, apply_lora, check_sequence_length, load_model, model_head
 from ..tasks import get_task
 from ..tasks.base import Task
 from .config import TrainConfig
@@ -27,12 +27,13 @@ def prepare_trial(config: TrainConfig) -> TrialInputs:
 
     set_seed(config.seed)
     task = get_task(config.task, **config.task_args)
+    if task.num_labels is None and model_head(config.model) == "classifier":
+        raise ValueError(f"task {task.name!r} needs a causal LM; {config.model} is an encoder (it can only classify)")
     if config.model in SCRATCH_MODELS and config.lora is not None:
         raise ValueError(f"{config.model} is pre-trained from scratch, every parameter trained: pass --lora none")
     loaded = load_model(config.model, num_labels=task.num_labels, dtype=config.dtype,
                         quantize_4bit=config.quantize_4bit, seed=config.seed, tokenizer=config.tokenizer)
-    if loaded.head == "classifier" and task.num_labels is None:
-        raise ValueError(f"{config.model} is an encoder; task {task.name!r} needs a causal LM")
+    check_sequence_length(loaded, config.max_seq_len)
     if config.lora is not None:
         loaded = apply_lora(loaded, config.lora)
     encode = encode_classifier if loaded.head == "classifier" else partial(encode_causal,
