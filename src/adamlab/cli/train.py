@@ -31,7 +31,8 @@ def train(
     task: Annotated[str, typer.Option(help="ag_news, squad, commonsenseqa, gsm8k or sst2")],
     out: Annotated[Path, typer.Option(help="run folder; resumes if it holds a checkpoint of the same run")],
     optimizer: Annotated[str, typer.Option(help="a name from `adamlab optimizers`")] = "adamw",
-    lr: Annotated[float, typer.Option(help="base learning rate")] = 2e-4,
+    lr: Annotated[float | None, typer.Option(help="base learning rate (default 2e-4; none for an optimizer in a "
+                                                  "mode that computes its own, e.g. adafactor_hf relative_step=true)")] = None,
     opt: Annotated[list[str] | None, typer.Option(help="optimizer hyperparameter KEY=VALUE (repeatable)")] = None,
     schedule: Annotated[str, typer.Option(help="a name from `adamlab schedules`")] = "constant",
     sched: Annotated[list[str] | None, typer.Option(help="schedule argument KEY=VALUE (repeatable)")] = None,
@@ -66,6 +67,7 @@ def train(
     """Fine-tune MODEL on TASK with one optimizer and schedule, then evaluate on every evaluation example."""
     from ..training import TrainConfig
     from ..training import train as run_training
+    from ..training.config import DEFAULT_LR
 
     with bad_input_exits_2():  # RunMismatchError (a folder holding another run) is a ValueError too
         config = TrainConfig(
@@ -79,6 +81,8 @@ def train(
             train_limit=train_limit, eval_limit=eval_limit, eval_every=eval_every, eval_mode=eval_mode,
             eval_batch_size=eval_batch_size, checkpoint_every=checkpoint_every, trackers=tracker or [],
         )
+        if lr is None and not config.computes_own_lr:
+            config.lr = DEFAULT_LR
         result = run_training(config, show_progress=progress)
     console.print(f"[bold]{result.status}[/] after {result.steps_completed} steps; results in {result.out_dir}")
     if result.metrics:

@@ -23,6 +23,7 @@ DDS_SAMPLES = 256  # examples the adam_dds step size is estimated on when the ru
 # adam_dds's optimizer_args that configure its step size, not Adam: a saved estimate, alpha's multiplier, the sample.
 DDS_ARGS = ("estimate", "multiplier", "samples")
 EVAL_MODES = ("auto", "generate", "score")
+DEFAULT_LR = 2e-4
 
 
 @dataclass
@@ -32,7 +33,7 @@ class TrainConfig:
     out: str | None = None  # the run folder; None for a run that is only planned (a study's trial, an estimate)
     task_args: dict[str, Any] = field(default_factory=dict)  # e.g. prompt_style="adamdds"
     optimizer: str = "adamw"
-    lr: float = 2e-4
+    lr: float | None = DEFAULT_LR  # None (and only None) for an optimizer in a mode that computes its own step size
     optimizer_args: dict[str, Any] = field(default_factory=dict)  # every hyperparameter but lr
     schedule: str = "constant"
     schedule_args: dict[str, Any] = field(default_factory=dict)
@@ -70,7 +71,18 @@ class TrainConfig:
             raise ValueError("give the learning rate as lr, not inside optimizer_args")
         # Building the optimizer on a throwaway parameter runs every hyperparameter check now, not mid-run.
         hparams, dds_args = self.split_optimizer_args()
-        create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=self.lr, **hparams)
+        if self.computes_own_lr:
+            if self.lr is not None:
+                raise ValueError(f"{self.optimizer} with {self.optimizer_args} computes its own step size: give no lr "
+                                 f"(lr=None)")
+            if self.schedule != "constant" or self.warmup_steps:
+                raise ValueError(f"{self.optimizer} with {self.optimizer_args} schedules its own step size: use the "
+                                 f"constant schedule and no warmup")
+        elif self.lr is None:
+            raise ValueError(f"{self.optimizer} needs a learning rate (lr); only an optimizer in a mode that computes "
+                             f"its own step size (e.g. adafactor_hf with relative_step=true) takes none")
+        lr = {} if self.lr is None else {"lr": self.lr}
+        create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], **lr, **hparams)
         if self.lr_source == "dds":  # the step size comes from an estimate, given or made before step 1
             samples = dds_args.get("samples", DDS_SAMPLES)
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -119,6 +131,12 @@ class TrainConfig:
         """The source the optimizer's name implies for its learning rate (``"dds"`` for ``adam_dds``), else None."""
         key = resolve_name(self.optimizer)
         return REGISTRY[key].lr_source if key in REGISTRY else None
+
+    @property
+    def computes_own_lr(self) -> bool:
+        """Whether the optimizer, with these hyperparameters, computes its own step size (the registry says when)."""
+        key = resolve_name(self.optimizer)
+        return key in REGISTRY and REGISTRY[key].computes_own_lr(self.optimizer_args)
 
     def split_optimizer_args(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``optimizer_args`` as (the optimizer's hyperparameters, the arguments of its learning-rate source)."""

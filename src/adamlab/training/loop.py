@@ -15,6 +15,7 @@ matter for trusting the numbers:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import signal
@@ -28,6 +29,7 @@ import torch
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..optim import create_optimizer
+from ..optim.registry import REGISTRY, resolve_name
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -191,8 +193,10 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     # device, and cached in the run folder so a resumed run reads it back.
     lr, lr_resolution = resolve_lr(config, inputs=inputs,
                                    show_progress=show_progress and accelerator.is_main_process)
-    optimizer = create_optimizer(config.optimizer, model, lr=lr, **config.split_optimizer_args()[0])
-    scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
+    optimizer = create_optimizer(config.optimizer, model, **({} if lr is None else {"lr": lr}),
+                                 **config.split_optimizer_args()[0])
+    scheduler = _own_lr_scheduler(config, optimizer) if lr is None else \
+        create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,6 +206,14 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
                lr_resolution, eval_examples, trainable,
                track_update=sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS,
                order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed))
+
+
+def _own_lr_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """For an optimizer that computes its own step size: the registry's scheduler that only reports that step
+    size, so the step records and checkpoints read as for any other run."""
+    spec = REGISTRY[resolve_name(config.optimizer)]
+    module, name = spec.own_lr_scheduler.split(":")
+    return getattr(importlib.import_module(module), name)(optimizer)
 
 
 def resume(run: Run) -> None:
@@ -285,7 +297,7 @@ def train_step(run: Run) -> StepRecord | None:
         grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in trainable])))
-    lr = run.optimizer.param_groups[0]["lr"]
+    lr = float(run.optimizer.param_groups[0]["lr"])  # a tensor where the optimizer computes it (HF Adafactor)
     before = [p.detach().clone() for p in trainable] if run.track_update else None
     run.optimizer.step()
     run.scheduler.step()
