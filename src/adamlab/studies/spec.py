@@ -46,6 +46,8 @@ TRAIN_KEYS = {
     "limit": ("train_limit", "int?"),
     "source": ("train_source", "str?"),
     "grad_accum": ("grad_accum", "int"),
+    "lr_scaling": ("lr_scaling", "str?"),
+    "base_batch_size": ("base_batch_size", "int?"),
     "max_grad_norm": ("max_grad_norm", "number?"),
     "warmup_steps": ("warmup_steps", "warmup"),
     "dtype": ("dtype", "str"),

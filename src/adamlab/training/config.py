@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ DDS_SAMPLES = 256  # examples the adam_dds step size is estimated on when the ru
 DDS_ARGS = ("estimate", "multiplier", "samples")
 EVAL_MODES = ("auto", "generate", "score")
 DEFAULT_LR = 2e-4
+# How a learning rate tuned at base_batch_size carries to the run's batch size: alpha x sqrt(B / B0) for Adam-style
+# optimizers (the variance of the gradient estimate scales as 1/B), alpha x B / B0 for SGD-style ones.
+LR_SCALINGS = ("sqrt", "linear")
 
 
 @dataclass
@@ -42,6 +46,10 @@ class TrainConfig:
     stop_at: int | None = None  # pause after this step with a checkpoint and an evaluation (successive halving)
     batch_size: int = 16  # examples per optimizer step, over all processes and micro-batches
     grad_accum: int = 1  # micro-batches per optimizer step on each process
+    # A fixed lr is taken as tuned at base_batch_size and scaled to batch_size by this rule (LR_SCALINGS) where the
+    # lr is resolved; an estimated lr (dds, range-test) is made at the run's own batch size and is not rescaled.
+    lr_scaling: str | None = None
+    base_batch_size: int | None = None
     max_grad_norm: float | None = 1.0
     seed: int = 0
     dtype: str = "auto"
@@ -109,6 +117,17 @@ class TrainConfig:
         if self.stop_at is not None and (isinstance(self.stop_at, bool) or not isinstance(self.stop_at, int)
                                          or not 1 <= self.stop_at <= self.steps):
             raise ValueError(f"stop_at must be an int in 1..steps ({self.steps}) or None, got {self.stop_at!r}")
+        if self.lr_scaling is not None:
+            if self.lr_scaling not in LR_SCALINGS:
+                raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)} or None; got {self.lr_scaling!r}")
+            if isinstance(self.base_batch_size, bool) or not isinstance(self.base_batch_size, int) \
+                    or self.base_batch_size < 1:
+                raise ValueError(f"lr_scaling {self.lr_scaling} needs base_batch_size, the batch size the lr was "
+                                 f"tuned at (an int >= 1); got {self.base_batch_size!r}")
+            if self.computes_own_lr:
+                raise ValueError(f"{self.optimizer} computes its own step size: there is no lr to scale")
+        elif self.base_batch_size is not None:
+            raise ValueError("base_batch_size is used only with lr_scaling (sqrt or linear)")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -131,6 +150,15 @@ class TrainConfig:
         """The source the optimizer's name implies for its learning rate (``"dds"`` for ``adam_dds``), else None."""
         key = resolve_name(self.optimizer)
         return REGISTRY[key].lr_source if key in REGISTRY else None
+
+    @property
+    def lr_batch_factor(self) -> float:
+        """The factor lr_scaling applies to a fixed lr: sqrt(batch_size / base_batch_size), the ratio itself for
+        ``linear``, 1 without scaling."""
+        if self.lr_scaling is None:
+            return 1.0
+        ratio = self.batch_size / self.base_batch_size
+        return math.sqrt(ratio) if self.lr_scaling == "sqrt" else ratio
 
     @property
     def computes_own_lr(self) -> bool:
@@ -158,7 +186,9 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
         ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at"}
-        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored}))
+        # Unset batch-size scaling leaves the identity (and the trial keys of studies made before it) unchanged.
+        unset = {k for k in ("lr_scaling", "base_batch_size") if getattr(self, k) is None}
+        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset}))
 
     @property
     def out_dir(self) -> Path:

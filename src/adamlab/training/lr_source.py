@@ -171,6 +171,8 @@ class LRResolution:
     cached: bool
     path: str | None
     record: dict[str, Any] | None  # the estimate's own JSON record (its diagnostics)
+    # A fixed lr's batch-size scaling (TrainConfig.lr_scaling): rule, base and run batch sizes, the factor applied.
+    batch_scaling: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The summary a run's result.json keeps (the full record is in the cache file)."""
@@ -207,7 +209,13 @@ def resolve_lr(
         return None, LRResolution(OWN, OWN, 1.0, None, None, 0.0, False, None, None)
     source = source or source_of(config)
     if not source.estimated:
-        return source.value, LRResolution(str(source), FIXED, 1.0, None, source.value, 0.0, False, None, None)
+        if config.lr_scaling is None:
+            return source.value, LRResolution(str(source), FIXED, 1.0, None, source.value, 0.0, False, None, None)
+        factor = config.lr_batch_factor
+        scaling = {"rule": config.lr_scaling, "base_batch_size": config.base_batch_size,
+                   "batch_size": config.batch_size, "factor": factor, "unscaled_lr": source.value}
+        lr = source.value * factor
+        return lr, LRResolution(str(source), FIXED, 1.0, None, lr, 0.0, False, None, None, scaling)
     method = lr_method(source.method)
     _, args = config.split_optimizer_args()
     given = args.get("estimate") if config.lr_source == source.method else None
