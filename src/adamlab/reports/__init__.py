@@ -57,6 +57,8 @@ def write_report(study_dir: str | Path) -> Report:
     try:
         results = collect(store)
         curves = {trial.key: store.step_metrics(trial.key) for trial in store.trials()}
+        timelines = {trial.key: (store.run_record(trial.key) or {}).get("utilisation") or []
+                     for trial in store.trials()}
         folder = Path(study_dir) / REPORT_FOLDER
         exports = write_exports(store, folder, curves)
     finally:
@@ -82,5 +84,5 @@ def write_report(study_dir: str | Path) -> Report:
     summary_file = folder / "summary.json"
     summary_file.write_text(json.dumps(summary(results), indent=2), encoding="utf-8")
     page = folder / "report.html"
-    page.write_text(html_report(results, curves), encoding="utf-8")
+    page.write_text(html_report(results, curves, timelines), encoding="utf-8")
     return Report(folder, markdown, summary_file, tables, page, figures, exports, results)

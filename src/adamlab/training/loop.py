@@ -38,7 +38,8 @@ from .lr_source import LRResolution, resolve_lr
 from .order import ExampleOrder
 from .records import RunRecord, StepRecord
 from .setup import TrialInputs, prepare_trial
-from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
+from .telemetry import (UTILISATION_FILE, JsonlLog, UtilisationSampler, environment, memory, peak_rss_bytes,
+                        progress_bar)
 
 # The update norm needs a copy of the trainable weights from before the step: nothing next to LoRA adapters, a second
 # model in a full fine-tune. Above this many trainable elements (512 MiB in fp32) it is not recorded (None).
@@ -138,6 +139,7 @@ class Run:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     step_log: JsonlLog | None = None  # the main process writes the run files
     eval_log: JsonlLog | None = None
+    sampler: UtilisationSampler | None = None  # the main process's utilisation timeline
 
     @property
     def is_main(self) -> bool:
@@ -153,9 +155,13 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     if finished is not None:
         return finished
     run = prepare(config, show_progress)
-    resume(run)
-    status, diverged_at = run_steps(run, show_progress)
-    return finish(run, status, diverged_at)
+    try:
+        resume(run)
+        status, diverged_at = run_steps(run, show_progress)
+        return finish(run, status, diverged_at)
+    finally:  # a run that raises stops its sampler too
+        if run.sampler is not None:
+            run.sampler.stop()
 
 
 def finished_run(config: TrainConfig) -> TrainResult | None:
@@ -230,6 +236,7 @@ def resume(run: Run) -> None:
         run.eval_log = JsonlLog(out / "evals.jsonl", resume_step)
         run.steps = [StepRecord.from_dict(line) for line in run.step_log.kept]
         run.evaluations = list(run.eval_log.kept)
+        run.sampler = UtilisationSampler(JsonlLog(out / UTILISATION_FILE, resume_step), lambda: run.step).start()
     if config.trackers:
         # Trackers take flat scalars as hyperparameters: nested settings go in as JSON strings.
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
@@ -354,6 +361,8 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
     predictions.jsonl and result.json."""
     config, out = run.config, run.config.out_dir
     final = evaluate_run(run) if status in ("done", "paused") else None
+    if run.sampler is not None:
+        run.sampler.stop()
     inner = getattr(run.optimizer, "optimizer", run.optimizer)
     encoded = run.inputs.encoded
     record = RunRecord(
@@ -377,6 +386,7 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
                                                              if torch.cuda.is_available() else {})},
         processes=run.accelerator.num_processes,
         environment=environment(),
+        utilisation=read_jsonl(out / UTILISATION_FILE),
     )
     predictions = final.predictions if final is not None else []
     if run.is_main:
