@@ -7,6 +7,14 @@ seconds per step, the ratios, and optimizer-state bytes. Writes JSON.
 
     python benchmarks/optim_step.py                       # the BENCHMARKS.md table
     python benchmarks/optim_step.py --only lion adabelief --rounds 3
+    python benchmarks/optim_step.py --roofline            # reference / foreach / fused against the memory roofline
+
+``--roofline`` times each optimizer with a fused path under its three paths next to ``torch.optim.AdamW(fused=True)``
+and reports the bytes one step must move (read parameter, gradient and every state tensor, write parameter and
+state: the optimizer's state layout), the roofline time bytes / bandwidth with the bandwidth that torch's fused
+AdamW reaches in the same run, each path's time as a multiple of its roofline, and the fused path's compile
+seconds: cold (empty inductor cache) and warm (dynamo reset, inductor's cache hit). ``--device cuda`` times with
+CUDA events.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ import ctypes
 import ctypes.util
 import gc
 import json
+import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +36,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from adamlab.optim import available_optimizers, create_optimizer, optimizer_state_bytes, registry
+from adamlab.optim import AdamMini, LDAdamW, available_optimizers, create_optimizer, optimizer_state_bytes, registry
 
 # Targets from the foundation issue: our foreach paths against AdamW-foreach, and against per-parameter peers.
 MAX_RATIO_TO_ADAMW = {"lion": 1.0}
@@ -131,6 +141,160 @@ def time_side_by_side(
     return result
 
 
+# --- the roofline table ---------------------------------------------------------------------------------------
+
+FUSED_OPTIMIZERS = ("lion", "adabelief", "adabound", "yogi", "came", "hybrid_adam_sgd", "adam_mini", "ldadam")
+MAX_FUSED_TO_ROOFLINE = 1.2  # issue #15's targets, on the machine the table was measured on
+MAX_LDADAM_TO_ADAMW_FUSED = 1.5
+LLAMA_NAMES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+               "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm"]
+
+
+def build_path(name: str, params: list[torch.Tensor], path: str, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """``name`` on the Llama-shaped params under ``path`` (reference, foreach or fused). Adam-mini gets the Llama
+    names its partition routes by; LDAdam puts the matrices in a rank-``args.rank`` group, as on a model."""
+    flags = {"reference": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}[path]
+    if name == "adam_mini":
+        names = [f"model.layers.{i // 9}.{LLAMA_NAMES[i % 9]}.weight" for i in range(len(params))]
+        return AdamMini(list(zip(names, params)), lr=1e-3, dim=args.hidden, n_heads=args.hidden // 64, verbose=False,
+                        **flags)
+    if name == "ldadam":
+        groups = [{"params": [p for p in params if p.dim() == 2], "enable_lowrank": True},
+                  {"params": [p for p in params if p.dim() != 2]}]
+        return LDAdamW(groups, lr=1e-3, rank=args.rank, **flags)
+    return create_optimizer(name, params, lr=1e-3, **flags)
+
+
+def bytes_per_step(optimizer: torch.optim.Optimizer) -> int:
+    """The least memory traffic of one step: each parameter read and written, its gradient read, each state tensor
+    read and written once (integer step counters aside)."""
+    total = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            total += 3 * p.numel() * p.element_size()
+            for value in optimizer.state.get(p, {}).values():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    total += 2 * value.numel() * value.element_size()
+    return total
+
+
+def make_timer(device: torch.device) -> Callable[[Callable[[], None], int], float]:
+    """Seconds per call of ``fn`` over ``n`` calls: wall clock on CPU, CUDA events on a GPU."""
+    if device.type == "cuda":
+
+        def cuda_timer(fn: Callable[[], None], n: int) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(n):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3 / n
+
+        return cuda_timer
+
+    def cpu_timer(fn: Callable[[], None], n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n
+
+    return cpu_timer
+
+
+def compile_seconds(name: str, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
+    """(cold, warm) seconds of the first fused step beyond a compiled step's time: cold with the empty inductor
+    cache this process started with, warm after ``torch._dynamo.reset()`` (graphs retraced, kernels from cache)."""
+    timings = []
+    for _ in range(2):
+        torch._dynamo.reset()
+        params = [p.to(device) for p in llama_shaped_params(args.layers, args.hidden, args.intermediate)]
+        for p, q in zip(params, llama_shaped_params(args.layers, args.hidden, args.intermediate)):
+            p.grad = q.grad.to(device)
+        optimizer = build_path(name, params, "fused", args)
+        start = time.perf_counter()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        first = time.perf_counter() - start
+        timings.append(first - make_timer(device)(optimizer.step, 2))
+    return timings[0], timings[1]
+
+
+def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
+    device = torch.device(args.device)
+    timer = make_timer(device)
+    names = [n for n in (args.only or FUSED_OPTIMIZERS) if n in FUSED_OPTIMIZERS]
+    compile_times = {name: compile_seconds(name, args, device) for name in names}
+    rows = []
+    for name in names:
+        runs = {}
+        labels = [("adamw (torch, fused)", None), *((name, path) for path in ("reference", "foreach", "fused"))]
+        for label, path in labels:
+            params = [p.to(device) for p in llama_shaped_params(args.layers, args.hidden, args.intermediate)]
+            for p, q in zip(params, llama_shaped_params(args.layers, args.hidden, args.intermediate)):
+                p.grad = q.grad.to(device)
+            if path is None:
+                optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)
+            else:
+                optimizer = build_path(name, params, path, args)
+            for _ in range(args.warmup):
+                optimizer.step()
+            runs[label, path] = (optimizer, [], bytes_per_step(optimizer))
+        for _ in range(args.rounds):  # alternate so machine noise hits every path alike
+            for optimizer, samples, _ in runs.values():
+                samples.append(timer(optimizer.step, args.steps))
+        (_, adamw_samples, adamw_bytes), *paths = runs.values()
+        adamw_seconds = statistics.median(adamw_samples)
+        bandwidth = adamw_bytes / adamw_seconds
+        optimizer_bytes = paths[0][2]
+        roofline_seconds = optimizer_bytes / bandwidth
+        seconds = {path: statistics.median(samples) for (_, path), (_, samples, _) in list(runs.items())[1:]}
+        cold, warm = compile_times[name]
+        rows.append({
+            "optimizer": name,
+            "bytes_per_step": optimizer_bytes,
+            "bandwidth_gb_s": bandwidth / 1e9,
+            "adamw_fused_seconds_per_step": adamw_seconds,
+            "roofline_seconds_per_step": roofline_seconds,
+            "seconds_per_step": seconds,
+            "x_roofline": {path: t / roofline_seconds for path, t in seconds.items()},
+            "target_fused_x_roofline": MAX_FUSED_TO_ROOFLINE,
+            "meets_roofline_target": seconds["fused"] / roofline_seconds <= MAX_FUSED_TO_ROOFLINE,
+            "fused_to_adamw_fused": seconds["fused"] / adamw_seconds,
+            "compile_seconds": {"cold": cold, "warm": warm},
+        })
+        if name == "ldadam":
+            rows[-1]["target_fused_to_adamw_fused"] = MAX_LDADAM_TO_ADAMW_FUSED
+            rows[-1]["meets_adamw_fused_target"] = seconds["fused"] / adamw_seconds <= MAX_LDADAM_TO_ADAMW_FUSED
+        console.log(f"{name}: " + ", ".join(f"{path} {1e3 * t:.1f} ms" for path, t in seconds.items()))
+
+    table = Table(title=f"optimizer step vs memory roofline, {args.layers} Llama layers at hidden {args.hidden}, "
+                  f"fp32, {device.type}")
+    for column in ("optimizer", "MB/step", "roofline ms", "reference x", "foreach x", "fused x", "fused ms",
+                   "x AdamW fused", "compile s cold/warm"):
+        table.add_column(column, justify="left" if column == "optimizer" else "right")
+    for row in rows:
+        x = row["x_roofline"]
+        mark = " ok" if row["meets_roofline_target"] else " [red]MISS[/]"
+        table.add_row(
+            row["optimizer"],
+            f"{row['bytes_per_step'] / 1e6:.0f}",
+            f"{1e3 * row['roofline_seconds_per_step']:.1f}",
+            f"{x['reference']:.2f}",
+            f"{x['foreach']:.2f}",
+            f"{x['fused']:.2f}{mark}",
+            f"{1e3 * row['seconds_per_step']['fused']:.1f}",
+            f"{row['fused_to_adamw_fused']:.2f}",
+            f"{row['compile_seconds']['cold']:.1f} / {row['compile_seconds']['warm']:.1f}",
+        )
+    console.print(table)
+    if rows:
+        console.print(f"bandwidth from torch's fused AdamW: {statistics.median(r['bandwidth_gb_s'] for r in rows):.1f}"
+                      f" GB/s (median over the {len(rows)} side-by-side runs)")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=8)
@@ -140,15 +304,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="optimizer names (default: every available one)")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "optim_step.json")
+    parser.add_argument("--json", type=Path, default=None, help="default: results/optim_step[_roofline].json")
+    parser.add_argument("--roofline", action="store_true", help="the reference/foreach/fused roofline table")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (--roofline only)")
+    parser.add_argument("--rank", type=int, default=16, help="LDAdam's rank (--roofline only)")
     args = parser.parse_args()
     keep_freed_memory()
+    console = Console()
+    results_dir = Path(__file__).parent / "results"
+    if args.roofline:
+        # an empty inductor cache, so the first compile is cold (set before anything compiles)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="optim_step_inductor_")
+        rows = roofline(args, console)
+        write_json(args, args.json or results_dir / "optim_step_roofline.json", rows, console)
+        return
 
     # Optimizers that build from a model (Adam-mini's name-based blocks, LDAdam's low-rank groups) are measured on
     # one by benchmarks/memory_efficient.py; on bare parameters they would degenerate to plain Adam.
     names = args.only or [n for n in available_optimizers() if n == "lookahead" or not registry.REGISTRY[n].from_model]
     baseline = "adamw (torch, foreach)"
-    console = Console()
     table = Table(title=f"optimizer step, {args.layers} Llama layers at hidden {args.hidden}, fp32, CPU")
     for column in ("optimizer", "source", "ms/step", "x AdamW", "target", "state MiB", "x AdamW state", "peers: speedup"):
         table.add_column(column, justify="left" if column in ("optimizer", "source", "peers: speedup") else "right")
@@ -194,12 +368,16 @@ def main() -> None:
         )
     console.print(table)
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args, args.json or results_dir / "optim_step.json", rows, console)
+
+
+def write_json(args: argparse.Namespace, path: Path, rows: list[dict], console: Console) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in llama_shaped_params(args.layers, args.hidden, args.intermediate))
-    args.json.write_text(
+    path.write_text(
         json.dumps(
             {
-                "benchmark": "optim_step",
+                "benchmark": "optim_step_roofline" if args.roofline else "optim_step",
                 "config": {k: v for k, v in vars(args).items() if k != "json"} | {"parameters": n_params},
                 "environment": {
                     "torch": torch.__version__,
@@ -212,7 +390,7 @@ def main() -> None:
             indent=2,
         )
     )
-    console.print(f"wrote {args.json}")
+    console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

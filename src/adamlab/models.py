@@ -14,6 +14,7 @@ Built-in names, all usable without network access:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -94,6 +95,9 @@ def _package_folder(package: str, pip_hint: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotAvailableError(f"the {package!r} package is not installed: {pip_hint}")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+TINY_MODELS = ("tiny-llama", "tiny-qwen")
 
 
 def builtin_models() -> list[str]:
@@ -181,6 +185,11 @@ def resolve_source(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")):
         raise ModelNotAvailableError(f"model folder {name_or_path} does not exist")
+    # A mistyped built-in name would otherwise go to the Hub, and wait through its retries when offline.
+    close = difflib.get_close_matches(name_or_path.lower(), builtin_models(), n=1, cutoff=0.75)
+    if close and "/" not in name_or_path:
+        raise ModelNotAvailableError(f"unknown model {name_or_path!r}: not a built-in name (did you mean "
+                                     f"{close[0]!r}? {', '.join(builtin_models())}), a local folder or a hub id")
     return name_or_path  # a hub id: from_pretrained downloads it (or reads the local hub cache)
 
 
@@ -229,8 +238,11 @@ def load_model(
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
     torch_dtype = DTYPES.get(dtype, "auto")
+    if quantize_4bit and name_or_path in TINY_MODELS:
+        raise ValueError(f"--qlora cannot apply to {name_or_path}: the built-in tiny models are random and not "
+                         "quantisable; drop --qlora")
 
-    if name_or_path in ("tiny-llama", "tiny-qwen"):
+    if name_or_path in TINY_MODELS:
         if head == "classifier":
             raise ValueError(f"{name_or_path} is a causal LM; it has no classifier head")
         model, tokenizer = _tiny_causal_lm(name_or_path, seed)
@@ -239,26 +251,20 @@ def load_model(
         return LoadedModel(model, tokenizer, "causal_lm", name_or_path,
                            {"source": "random init", "dtype": str(model.dtype), "template": template_hash(tokenizer)})
 
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    qlora = _qlora_kwargs() if quantize_4bit else {}  # before any download: fails at once without a GPU
     source = resolve_source(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as error:
-        raise ModelNotAvailableError(
-            f"cannot load model {name_or_path!r}: not a built-in name ({', '.join(builtin_models())}), not a local "
-            f"folder, and not reachable on the Hugging Face Hub ({str(error).splitlines()[0]})"
-        ) from None
+    config = _model_config(name_or_path, source, trust_remote_code)
     resolved_head = _head_for(config, head)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
-    if quantize_4bit:
-        kwargs.update(_qlora_kwargs())
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **qlora}
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if resolved_head == "classifier":
             if not num_labels:
-                raise ValueError("a classifier head needs num_labels (the task's number of classes)")
+                raise ValueError(f"{name_or_path} is an encoder that classifies: it needs a classification task "
+                                 "(num_labels); generation and multiple-choice tasks need a causal LM")
             # The new head is missing from the checkpoint by design; transformers would print a load report saying
             # so at every trial. Any other missing weight still gets a warning.
             with _quiet_transformers():
@@ -277,6 +283,35 @@ def load_model(
         model.config.pad_token_id = tokenizer.pad_token_id
     info = {"source": source, "dtype": str(model.dtype), "template": template_hash(tokenizer), "quantized": quantize_4bit}
     return LoadedModel(model, tokenizer, resolved_head, name_or_path, info)
+
+
+def _model_config(name_or_path: str, source: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise ModelNotAvailableError(
+            f"cannot load model {name_or_path!r}: not a built-in name ({', '.join(builtin_models())}), not a local "
+            f"folder, and not reachable on the Hugging Face Hub ({str(error).splitlines()[0]})"
+        ) from None
+
+
+def model_head(name_or_path: str, trust_remote_code: bool = False) -> Literal["causal_lm", "classifier"]:
+    """Whether ``name_or_path`` is a causal LM or an encoder that classifies, from its configuration alone (no
+    weights are read), so that a task it cannot run is refused before the model loads."""
+    if name_or_path in TINY_MODELS:
+        return "causal_lm"
+    return _head_for(_model_config(name_or_path, resolve_source(name_or_path), trust_remote_code), "auto")
+
+
+def check_sequence_length(loaded: LoadedModel, max_seq_len: int) -> None:
+    """Refuse a ``max_seq_len`` beyond the model's position table, which would fail mid-training (learned position
+    embeddings index out of range) or silently degrade (rotary ones past their trained length)."""
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_seq_len > limit:
+        raise ValueError(f"max_seq_len {max_seq_len} exceeds the {limit} positions of {loaded.name}; "
+                         f"use --max-seq-len {limit} or less")
 
 
 def _qlora_kwargs() -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_options_are_checked():
         get_task("gsm8k", prompt_style="adamdds")
     with pytest.raises(ValueError, match="max_new_tokens"):
         get_task("squad", max_new_tokens=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="unknown option 'temperature' for task 'sst2'; valid options: prompt_style"):
         get_task("sst2", temperature=0.0)
     assert get_task("squad", max_new_tokens=100).max_new_tokens == 100
     assert get_task("squad").max_new_tokens == 48  # the override does not leak into other instances

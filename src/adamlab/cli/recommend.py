@@ -19,7 +19,7 @@ def _names(text: str | None) -> list[str] | None:
 
 @app.command()
 def recommend(
-    spec: Annotated[Path | None, typer.Argument(help="a study spec with `mode: recommend` (instead of the flags)")] = None,
+    spec: Annotated[Path | None, typer.Argument(help="a study spec with `mode: recommend`: a file, or a bundled name (recommend_demo); instead of the flags")] = None,
     out: Annotated[Path, typer.Option(help="the recommendation folder (run again to continue)")] = Path("recommendation"),
     model: Annotated[str | None, typer.Option(help="model: built-in name, hub id or folder")] = None,
     task: Annotated[str | None, typer.Option(help="a task with answer choices: ag_news, sst2, commonsenseqa")] = None,

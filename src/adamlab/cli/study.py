@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ def sweep(
     from ..reports import write_report
     from ..studies import SweepListener
     from ..studies import sweep as run_sweep
+    from ..studies.store import FINISHED
 
     class Printer(SweepListener):
         def sweep_started(self, study_dir, counts) -> None:
@@ -77,18 +79,28 @@ def sweep(
             console.print(f"[{colour}]{outcome.status}[/] {_describe(trial)}  {detail}  "
                           f"({outcome.wall_seconds:.1f} s)", soft_wrap=True)
 
+    # Schedulers send SIGTERM before SIGKILL: stop as on Ctrl-C (running trials checkpoint and go back to the queue).
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     with bad_input_exits_2():
         try:
             result = run_sweep(study, out, executor=executor, workers=workers, address=address, listener=Printer(),
                                show_progress=progress, retry_failed=retry_failed)
         except KeyboardInterrupt:  # between trials, or a second Ctrl-C inside one
             result = None
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if result is None or not result.completed:
             console.print("[yellow]stopped[/]: run the same command again to continue")
             raise typer.Exit(130)
         report = write_report(result.study_dir)
     console.print("trials: " + ", ".join(f"{n} {status}" for status, n in result.counts.items() if n))
     _print_tables(report)
+    failed = result.counts["failed"]
+    if failed:
+        console.print(f"[red]{failed} trial{'s' if failed > 1 else ''} failed[/]: `adamlab status {result.study_dir}` "
+                      "says why; once fixed, run the same sweep with --retry-failed", soft_wrap=True)
+    if failed and not any(result.counts[status] for status in FINISHED):
+        raise typer.Exit(1)  # nothing finished: a script or scheduler must not take this for a result
 
 
 @app.command()
@@ -98,7 +110,7 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
     from ..studies.trials import KEY_LENGTH
 
     with bad_input_exits_2():
-        store = Store.open(study_dir)
+        store = Store.open(study_dir, read_only=True)
         try:
             study, counts, trials, finals = store.study(), store.counts(), store.trials(), store.final_evaluations()
         finally:

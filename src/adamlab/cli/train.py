@@ -66,6 +66,9 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps (0: never)")] = 50,
     tracker: Annotated[list[str] | None, typer.Option(help="accelerate tracker: tensorboard, mlflow, wandb")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    fused_optimizer: Annotated[bool | None, typer.Option(
+        "--fused-optimizer/--no-fused-optimizer", help="compiled optimizer step (default: on for full fine-tunes"
+        " of 4M+ parameters where the optimizer has one)")] = None,
 ) -> None:
     """Fine-tune MODEL on TASK with one optimizer and schedule, then evaluate on every evaluation example."""
     from ..training import TrainConfig
@@ -84,6 +87,7 @@ def train(
             max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, eval_source=eval_data,
             train_limit=train_limit, eval_limit=eval_limit, eval_every=eval_every, eval_mode=eval_mode,
             eval_batch_size=eval_batch_size, checkpoint_every=checkpoint_every, trackers=tracker or [],
+            fused_optimizer=fused_optimizer,
         )
         if lr is None and not config.computes_own_lr:
             config.lr = DEFAULT_LR

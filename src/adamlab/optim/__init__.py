@@ -5,6 +5,7 @@ from .adabelief import AdaBelief
 from .adabound import AdaBound
 from .adam_mini import AdamMini
 from .came import CAME
+from .fused import fused_optimizer_args
 from .hybrid_adam_sgd import HybridAdamSGD
 from .ldadam import LDAdamW, ldadam_param_groups
 from .lion import Lion
@@ -34,6 +35,7 @@ __all__ = [
     "Yogi",
     "available_optimizers",
     "create_optimizer",
+    "fused_optimizer_args",
     "ldadam_param_groups",
     "no_weight_decay",
     "optimizer_state_bytes",

@@ -58,6 +58,8 @@ def check_positive_int(value: int, name: str) -> None:
 ARG_DOCS = {
     "maximize": "maximize the objective instead of minimizing it.",
     "foreach": "use the multi-tensor path (``None`` = whenever the tensors allow it).",
+    "fused": "compile the update into one kernel per device and dtype (default off); where no C++ compiler (CPU) "
+    "or Triton (CUDA) is available it warns once and uses the foreach path.",
 }
 
 

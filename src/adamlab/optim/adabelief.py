@@ -25,11 +25,12 @@ from ._common import (
     real_views,
     use_foreach,
 )
+from ._fused import check_fused, fused_adabelief, use_fused
 
 __all__ = ["AdaBelief"]
 
 
-@document_args("maximize", "foreach")
+@document_args("maximize", "foreach", "fused")
 class AdaBelief(Optimizer):
     r"""AdaBelief: Adam whose step is scaled by the belief in the observed gradient (Zhuang et al., 2020,
     "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients", NeurIPS,
@@ -108,11 +109,13 @@ class AdaBelief(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
         check_eps(eps)
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -125,6 +128,7 @@ class AdaBelief(Optimizer):
             degenerated_to_sgd=degenerated_to_sgd,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -152,6 +156,8 @@ class AdaBelief(Optimizer):
             if not params:
                 continue
             update = _multi_tensor_adabelief if use_foreach(group, params) else _single_tensor_adabelief
+            if use_fused(group, params):
+                update = fused_adabelief
             beta1, beta2 = group["betas"]
             update(
                 params,

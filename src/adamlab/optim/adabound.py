@@ -25,11 +25,12 @@ from ._common import (
     real_views,
     use_foreach,
 )
+from ._fused import check_fused, fused_adabound, use_fused
 
 __all__ = ["AdaBound"]
 
 
-@document_args("maximize", "foreach")
+@document_args("maximize", "foreach", "fused")
 class AdaBound(Optimizer):
     r"""AdaBound: Adam whose per-coordinate step size is clipped to bounds that close in on an SGD learning
     rate (Luo et al., 2019, "Adaptive Gradient Methods with Dynamic Bound of Learning Rate", ICLR,
@@ -97,6 +98,7 @@ class AdaBound(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -106,6 +108,7 @@ class AdaBound(Optimizer):
             raise ValueError(f"Invalid gamma: {gamma!r} (expected a float in (0, 1))")
         check_eps(eps)
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -116,6 +119,7 @@ class AdaBound(Optimizer):
             amsbound=amsbound,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -152,6 +156,8 @@ class AdaBound(Optimizer):
             # final_lr follows the lr's moves since the group joined; a group that joined at lr 0 has no base
             final_lr = final_lr * lr / base_lr if base_lr > 0 else (final_lr if lr > 0 else 0.0)
             update = _multi_tensor_adabound if use_foreach(group, params) else _single_tensor_adabound
+            if use_fused(group, params):
+                update = fused_adabound
             beta1, beta2 = group["betas"]
             update(
                 params,

@@ -29,6 +29,7 @@ from ._common import (
     reject_complex,
     use_foreach,
 )
+from ._fused import check_fused, fused_adamw, use_fused
 
 __all__ = ["AdamMini", "PartitionEntry"]
 
@@ -61,7 +62,7 @@ class PartitionEntry:
     weight_decay: float
 
 
-@document_args("maximize", "foreach")
+@document_args("maximize", "foreach", "fused")
 class AdamMini(Optimizer):
     r"""Adam-mini (Zhang et al., 2025, ICLR, "Adam-mini: Use Fewer Learning Rates To Gain More",
     arXiv:2406.16793). Semantics of the authors' ``adam-mini`` 1.1.1 (``adam_mini.Adam_mini``).
@@ -161,6 +162,7 @@ class AdamMini(Optimizer):
         partition: str = "official",
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -193,6 +195,7 @@ class AdamMini(Optimizer):
         self.lora_names = set(LORA_FACTOR_NAMES)
 
         groups, named = _parameter_groups(named_parameters, weight_decay)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -201,6 +204,7 @@ class AdamMini(Optimizer):
             partition=partition,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(groups, defaults)
         self._route()
@@ -380,7 +384,7 @@ class AdamMini(Optimizer):
             else:
                 mean_square = _block_mean_square(grad_blocks, rule)
             key = (group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"], group["maximize"],
-                   group["foreach"])
+                   group["foreach"], group.get("fused"))
             bucket = buckets.setdefault(key, (group, [], [], [], [], [], []))
             values = (param.view_as(m), grad_blocks, m, state["v" if rule == ADAM else "vmean"], mean_square,
                       state["step"])
@@ -391,6 +395,8 @@ class AdamMini(Optimizer):
             # The AdamW update, each rule's second moment (full size, (blocks, 1) or 0-dim) broadcasting over m
             # viewed with one row per block.
             update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
+            if use_fused(group, params):
+                update = fused_adamw
             beta1, beta2 = group["betas"]
             update(
                 params,

@@ -27,11 +27,12 @@ from ._common import (
     reject_complex,
     use_foreach,
 )
+from ._fused import check_fused, fused_came, use_fused
 
 __all__ = ["CAME"]
 
 
-@document_args("maximize", "foreach")
+@document_args("maximize", "foreach", "fused")
 class CAME(Optimizer):
     r"""CAME: Confidence-guided Adaptive Memory Efficient optimization (Luo et al., 2023, ACL, "CAME:
     Confidence-guided Adaptive Memory Efficient Optimization", arXiv:2307.02047). Semantics of
@@ -98,6 +99,7 @@ class CAME(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         if not isinstance(eps, (tuple, list)) or len(eps) != 2:
@@ -107,6 +109,7 @@ class CAME(Optimizer):
         check_eps(clip_threshold, name="clip_threshold")
         check_betas(betas, count=3)
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             eps=eps,
@@ -115,6 +118,7 @@ class CAME(Optimizer):
             weight_decay=weight_decay,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -150,6 +154,8 @@ class CAME(Optimizer):
             if not factored[0] and not unfactored[0]:
                 continue
             update = _multi_tensor_came if use_foreach(group, factored[0] + unfactored[0]) else _single_tensor_came
+            if use_fused(group, factored[0] + unfactored[0]):
+                update = fused_came
             beta1, beta2, beta3 = group["betas"]
             eps1, eps2 = group["eps"]
             update(

@@ -28,6 +28,7 @@ from ._common import (
     real_views,
     use_foreach,
 )
+from ._fused import check_fused, fused_hybrid_adam_sgd, use_fused
 
 __all__ = ["BranchNorms", "HybridAdamSGD"]
 
@@ -39,7 +40,7 @@ class BranchNorms(NamedTuple):
     sgd: Tensor  # ||sgd_lr_scale * (1 - a_t) * b_t||
 
 
-@document_args("maximize", "foreach")
+@document_args("maximize", "foreach", "fused")
 class HybridAdamSGD(Optimizer):
     r"""Hybrid Adam+SGD: a per-parameter blend of an AdamW step and an unnormalised heavy-ball SGD step whose Adam
     weight falls linearly from 1 to ``final_ratio`` over ``transition_steps`` steps. No paper; the rule of the
@@ -118,8 +119,10 @@ class HybridAdamSGD(Optimizer):
         track_branch_norms: bool = False,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_betas(betas)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -135,6 +138,7 @@ class HybridAdamSGD(Optimizer):
             track_branch_norms=track_branch_norms,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         _check_hparams(defaults)
         self.branch_norms: list[BranchNorms] = []
@@ -204,6 +208,8 @@ class HybridAdamSGD(Optimizer):
             beta1, beta2 = group["betas"]
             group["beta1"], group["beta2"] = beta1, beta2
             update = _multi_tensor_hybrid_adam_sgd if use_foreach(group, params) else _single_tensor_hybrid_adam_sgd
+            if use_fused(group, params):
+                update = fused_hybrid_adam_sgd
             update(
                 params,
                 grads,

@@ -32,6 +32,7 @@ from ._common import (
     reject_complex,
     use_foreach,
 )
+from ._fused import check_fused, fused_adamw, use_fused
 from .param_groups import no_weight_decay
 
 __all__ = ["LDADAM_TARGETS", "LDAdamW", "ldadam_param_groups"]
@@ -47,8 +48,11 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 @document_args(
     "maximize",
     "foreach",
+    "fused",
     foreach="use the multi-tensor path for the elementwise (non-low-rank) groups (``None`` = whenever the tensors "
     "allow it).",
+    fused="compile the elementwise (non-low-rank) groups' update into one kernel (default off; see ``adamlab.optim"
+    "._fused``).",
 )
 class LDAdamW(Optimizer):
     r"""LDAdamW: Adam from low-dimensional gradient statistics, with a projection-aware state update and
@@ -172,7 +176,9 @@ class LDAdamW(Optimizer):
         decomp_dtype: torch.dtype | str = torch.float32,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -190,6 +196,7 @@ class LDAdamW(Optimizer):
             decomp_dtype=decomp_dtype,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         _check_options(defaults)
         super().__init__(params, defaults)
@@ -244,31 +251,42 @@ class LDAdamW(Optimizer):
         return group["completed_steps"] if group["step_counter"] == "global" else state["step"]
 
     def _step_lowrank(self, group: dict) -> None:
+        """The group's matrices in two passes: first each accumulated gradient and its power-iteration block, then
+        the QR of every block (same-shaped ones in one batched call) and the rest of each matrix's step."""
         beta1, beta2 = group["betas"]
+        matrices = []
         for p, grad in params_with_grad(group, "LDAdamW"):
             state = self.state[p]
             if not state:
                 _check_lowrank_shape(p, group["rank"], group["proj_type"], warn=False)
                 state["step"] = 0
-            _lowrank_ldadam(
-                p,
-                grad,
-                state,
+            options = dict(
                 k=self._steps_before(group, state),
-                lr=group["lr"],
                 beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                rank=group["rank"],
                 rho=group["rho"],
                 right=_projects_right(*p.shape, group["proj_type"]),
                 proj_method=group["proj_method"],
                 error_feedback=group["error_feedback"],
-                ef_in_grad=group["ef_storage"] == "grad",
                 dtype=_state_dtype(group, p),
-                decomp_dtype=group["decomp_dtype"],
                 maximize=group["maximize"],
+            )
+            matrices.append((p, grad, state, options, *_accumulate_and_power_step(grad, state, **options)))
+        projectors = _orthonormal_bases([block for *_, block in matrices], group["decomp_dtype"])
+        for (p, grad, state, options, a, _), p_new in zip(matrices, projectors):
+            _lowrank_ldadam(
+                p,
+                grad,
+                state,
+                a=a,
+                p_new=p_new,
+                lr=group["lr"],
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                rank=group["rank"],
+                ef_in_grad=group["ef_storage"] == "grad",
+                decomp_dtype=group["decomp_dtype"],
+                **options,
             )
             state["step"] += 1
 
@@ -290,6 +308,8 @@ class LDAdamW(Optimizer):
         if not params:
             return
         update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
+        if use_fused(group, params):
+            update = fused_adamw
         beta1, beta2 = group["betas"]
         update(
             params,
@@ -456,11 +476,61 @@ def _leading_singular_vectors(x: Tensor, rank: int, right: bool, method: str, de
     return vectors[:, :rank].to(x.dtype).contiguous()
 
 
+def _accumulate_and_power_step(
+    grad: Tensor,
+    state: dict,
+    *,
+    k: int,
+    beta1: float,
+    rho: float,
+    right: bool,
+    proj_method: str,
+    error_feedback: bool,
+    dtype: torch.dtype,
+    maximize: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The first half of spec §3 (1) for one matrix: the accumulated gradient a = g + e, summed into the error
+    buffer (the next error is written over it, so no buffer is allocated per step), and the power-iteration block
+    Y = B B^T P_old whose QR gives the new basis; Y is None where the basis comes from an SVD (first step, SVD
+    methods)."""
+    g = grad.to(dtype)
+    # With ef_storage="grad", p.grad already is g + e (backward added onto the buffer step() left there).
+    error_buffer = state.get("error") if error_feedback else None
+    if error_buffer is not None:
+        a = error_buffer.sub_(g) if maximize else error_buffer.add_(g)
+    else:
+        a = -g if maximize else g
+    p_old = state.get("projector")
+    if p_old is None or proj_method != "power_iteration":
+        return a, None
+    x = a.mT if right else a
+    # One block power step on B B^T, warm-started at the old basis; B = rho P m / bc1 + (1 - rho) x in one addmm.
+    b = torch.addmm(x, p_old, state["exp_avg"], beta=1 - rho, alpha=rho / (1 - beta1**k))
+    return a, b @ (b.mT @ p_old)
+
+
+def _orthonormal_bases(blocks: list[Tensor | None], decomp_dtype: torch.dtype | str) -> list[Tensor | None]:
+    """Q of each block's QR, in the block's dtype (None stays None). Same-shaped blocks (a model's q/k/v/o or
+    its MLP matrices) go through ``torch.linalg.qr`` as one batch: one call instead of one per matrix."""
+    batches: dict[tuple, list[int]] = {}
+    for i, block in enumerate(blocks):
+        if block is not None:
+            batches.setdefault((block.shape, block.dtype, block.device), []).append(i)
+    bases: list[Tensor | None] = [None] * len(blocks)
+    for (_, dtype, _), members in batches.items():
+        stacked = torch.stack([blocks[i] for i in members]).to(_decomposition_dtype(decomp_dtype, dtype))
+        for i, q in zip(members, torch.linalg.qr(stacked).Q.to(dtype).unbind()):
+            bases[i] = q.contiguous()
+    return bases
+
+
 def _lowrank_ldadam(
     param: Tensor,
     grad: Tensor,
     state: dict,
     *,
+    a: Tensor,
+    p_new: Tensor | None,
     k: int,
     lr: float,
     beta1: float,
@@ -477,30 +547,29 @@ def _lowrank_ldadam(
     decomp_dtype: torch.dtype | str,
     maximize: bool,
 ) -> None:
-    """One LDAdam step of a matrix, in left form (x = a, or a^T for right projection); the numbered steps are
-    spec §3's. Matmuls have no foreach kernels, so both paths run this."""
+    """The rest of one LDAdam step of a matrix after ``_accumulate_and_power_step`` (``a``) and the batched QR
+    (``p_new``, or None to take it from an SVD here), in left form (x = a, or a^T for right projection); the
+    numbered steps are spec §3's. Matmuls have no foreach kernels, so both paths run this.
+
+    The step is bound by its full-size (d x D) passes, so each full-size result is one BLAS call writing one
+    buffer: B and the new error are each one ``addmm`` over the stacked low-rank factors, the error is written
+    into the buffer that held a, and the update lands in the parameter with ``addmm_``. The results equal the
+    textbook order of operations to rounding."""
     decomp_dtype = _decomposition_dtype(decomp_dtype, dtype)
-    g = grad.to(dtype)
-    if maximize:
-        g = -g
-    # With ef_storage="grad", p.grad already is g + e (backward added onto the buffer step() left there).
-    a = g + state["error"] if error_feedback and "error" in state else g
+    error_buffer = state.get("error") if error_feedback else None
     x = a.mT if right else a
     p_old = state.get("projector")
 
-    # (1) the subspace
+    # (1) the subspace, where it is not the power step's QR
     bc1_k, bc2_k = 1 - beta1**k, 1 - beta2**k
     if p_old is None:
         p_new = _leading_singular_vectors(x, rank, right, proj_method, decomp_dtype)
-    else:
+    elif p_new is None:
+        b = torch.addmm(x, p_old, state["exp_avg"], beta=1 - rho, alpha=rho / bc1_k)  # rho P m / bc1 + (1 - rho) x
+        p_new = _leading_singular_vectors(b, rank, right, proj_method, decomp_dtype)
+        del b
+    if p_old is not None:
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        b = (p_old @ (m / bc1_k)).mul_(rho).add_(x, alpha=1 - rho)
-        if proj_method == "power_iteration":
-            # One block power step on B B^T, warm-started at the old basis.
-            y = b @ (b.mT @ p_old)
-            p_new = torch.linalg.qr(y.to(decomp_dtype)).Q.to(dtype).contiguous()
-        else:
-            p_new = _leading_singular_vectors(b, rank, right, proj_method, decomp_dtype)
 
     # (2) project the gradient; (3) the first moment in the new basis
     g_low = p_new.mT @ x
@@ -510,17 +579,25 @@ def _lowrank_ldadam(
         q = p_new.mT @ p_old
         m_rot = q @ m
 
-    # (4) the residual: what the projection dropped, plus the momentum lost by turning the subspace
+    # (4) the residual: what the projection dropped, plus the momentum lost by turning the subspace,
+    # x - P_new g_low + c (P_old m - P_new m_rot) = x + [P_old, P_new] [c m; -(g_low + c m_rot)]
     if error_feedback:
-        error = x - p_new @ g_low
-        if p_old is not None:
+        if p_old is None:
+            factors, coefficients = p_new, -g_low
+        else:
             c = beta1 / (1 - beta1)
-            error.add_(p_old @ m, alpha=c).sub_(p_new @ m_rot, alpha=c)
-        error = error.mT if right else error
+            factors = torch.cat([p_old, p_new], dim=1)
+            coefficients = torch.cat([m * c, -(g_low + m_rot * c)], dim=0)
+        # in the parameter's layout: for right projection error = a - (F C)^T = a - C^T F^T
+        left, right_factor = (coefficients.mT, factors.mT) if right else (factors, coefficients)
+        if a is error_buffer:
+            error = a.addmm_(left, right_factor)
+        else:
+            error = torch.addmm(a, left, right_factor)
         if ef_in_grad:
             grad.copy_(-error if maximize else error)
         else:
-            state["error"] = error.contiguous()
+            state["error"] = error
     else:
         state.pop("error", None)  # error feedback was switched off: the old buffer is never used again
 
@@ -533,13 +610,18 @@ def _lowrank_ldadam(
     m = m_rot.mul(beta1).add_(g_low, alpha=1 - beta1)
     v = v.mul(beta2).addcmul_(g_low, g_low, value=1 - beta2)
 
-    # (7) the update, decoupled weight decay
+    # (7) the update, decoupled weight decay: param <- (1 - lr wd) param - lr P direction, one addmm_
     bc1, bc2 = 1 - beta1 ** (k + 1), 1 - beta2 ** (k + 1)
     direction = m.div(bc1).div_((v / bc2).sqrt_().add_(eps))
-    update = p_new @ direction
-    if weight_decay != 0:
-        param.mul_(1 - lr * weight_decay)
-    param.add_(update.mT if right else update, alpha=-lr)
+    decay = 1 - lr * weight_decay
+    if param.dtype == dtype:
+        left, right_factor = (direction.mT, p_new.mT) if right else (p_new, direction)
+        param.addmm_(left, right_factor, beta=decay, alpha=-lr)
+    else:  # a parameter narrower than its state: the update is rounded into it once
+        update = p_new @ direction
+        if weight_decay != 0:
+            param.mul_(decay)
+        param.add_(update.mT if right else update, alpha=-lr)
     state["projector"], state["exp_avg"], state["exp_avg_sq"] = p_new, m, v
 
 

@@ -23,11 +23,12 @@ from ._common import (
     real_views,
     use_foreach,
 )
+from ._fused import check_fused, fused_lion, use_fused
 
 __all__ = ["Lion"]
 
 
-@document_args("maximize", "foreach")
+@document_args("maximize", "foreach", "fused")
 class Lion(Optimizer):
     r"""Lion: EvoLved Sign Momentum (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms",
     arXiv:2302.06675). Semantics of ``lion-pytorch`` (``decoupled_weight_decay=False``).
@@ -67,11 +68,13 @@ class Lion(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
         check_nonnegative(weight_decay, "weight_decay")
-        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
+        check_fused(fused, foreach)
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -89,6 +92,8 @@ class Lion(Optimizer):
             if not params:
                 continue
             update = _multi_tensor_lion if use_foreach(group, params) else _single_tensor_lion
+            if use_fused(group, params):
+                update = fused_lion
             beta1, beta2 = group["betas"]
             update(
                 params,

@@ -26,6 +26,7 @@ from .adabelief import AdaBelief
 from .adabound import AdaBound
 from .adam_mini import AdamMini
 from .came import CAME
+from .hparams import coerce_hparams
 from .hybrid_adam_sgd import HybridAdamSGD
 from .ldadam import LDAdamW
 from .lion import Lion
@@ -235,6 +236,7 @@ def create_optimizer(
         raise ValueError(f"optimizer {key!r} fixes {', '.join(f'{k}={spec.fixed[k]!r}' for k in clashing)}")
     hparams = {**spec.defaults, **hparams, **spec.fixed}
     _check_hparams(key, cls, hparams)
+    hparams = coerce_hparams(key, cls, hparams)
     _check_common_hparams(hparams)
 
     params = params_or_model

@@ -26,11 +26,12 @@ from ._common import (
     real_views,
     use_foreach,
 )
+from ._fused import check_fused, fused_yogi, use_fused
 
 __all__ = ["Yogi"]
 
 
-@document_args("maximize", "foreach")
+@document_args("maximize", "foreach", "fused")
 class Yogi(Optimizer):
     r"""Yogi (Zaheer et al., 2018, "Adaptive Methods for Nonconvex Optimization", NeurIPS). Semantics and
     defaults of ``torch-optimizer`` 0.3.0 (``torch_optimizer.Yogi``): both moments (not only :math:`v`) start
@@ -80,12 +81,14 @@ class Yogi(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
         check_eps(eps)
         check_nonnegative(initial_accumulator, "initial_accumulator")
         check_nonnegative(weight_decay, "weight_decay")
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -94,6 +97,7 @@ class Yogi(Optimizer):
             weight_decay=weight_decay,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -120,6 +124,8 @@ class Yogi(Optimizer):
             if not params:
                 continue
             update = _multi_tensor_yogi if use_foreach(group, params) else _single_tensor_yogi
+            if use_fused(group, params):
+                update = fused_yogi
             beta1, beta2 = group["betas"]
             update(
                 params,

@@ -53,18 +53,21 @@ class Report:
 
 
 def write_report(study_dir: str | Path) -> Report:
-    store = Store.open(study_dir)
+    folder = Path(study_dir) / REPORT_FOLDER
+    store = Store.open(study_dir, read_only=True)  # a report never changes the results
     try:
+        try:
+            for subfolder in ("tables", "figures"):
+                (folder / subfolder).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot write the report into {folder}: {error.strerror}") from None
         results = collect(store)
         curves = {trial.key: store.step_metrics(trial.key) for trial in store.trials()}
         timelines = {trial.key: (store.run_record(trial.key) or {}).get("utilisation") or []
                      for trial in store.trials()}
-        folder = Path(study_dir) / REPORT_FOLDER
         exports = write_exports(store, folder, curves)
     finally:
         store.close()
-    for subfolder in ("tables", "figures"):
-        (folder / subfolder).mkdir(parents=True, exist_ok=True)
     tables, figures = [], []
     for table in results.tables:
         stem = slug(f"{table.model}__{table.task}")

@@ -23,6 +23,17 @@ HEADERS = ("arm", "optimizer", "schedule", "lr", "seeds")
 MARKDOWN_MARKS = {"best": "**{}**", "second": "<u>{}</u>", None: "{}"}
 LATEX_MARKS = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}", None: "{}"}
 MISSING = "–"
+# Markdown passes raw HTML through, and its renderers differ in what they sanitise: every piece of text that comes
+# from a spec or a store (names, descriptions, budgets, environments) has HTML and the Markdown syntax that could
+# build a link, code span or emphasis escaped, and table pipes escaped. "_" stays: CommonMark ignores it inside
+# words, and it is common in names.
+MARKDOWN_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "|": "\\|", "[": "\\[", "]": "\\]",
+                    "`": "\\`", "*": "\\*", "!": "\\!"}
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal Markdown: no HTML, link, image, code span or emphasis can come out of it."""
+    return "".join(MARKDOWN_ESCAPES.get(char, char) for char in str(text))
 
 
 def metric_cell(row: ConfigurationResult, metric: str) -> str:
@@ -60,7 +71,7 @@ def markdown_table(table: ResultTable) -> str:
     lines = ["| " + " | ".join(table_headers(table)) + " |",
              "| " + " | ".join(["---"] * len(HEADERS) + ["---:"] * len(table.metrics)) + " |"]
     for index in range(len(table.rows)):
-        lines.append("| " + " | ".join(MARKDOWN_MARKS[mark].format(text.replace("|", "\\|"))
+        lines.append("| " + " | ".join(MARKDOWN_MARKS[mark].format(markdown_text(text))
                                        for text, mark in table_cells(table, index)) + " |")
     return "\n".join(lines)
 
@@ -111,10 +122,10 @@ def layout_cells(row: LayoutRow) -> list[tuple[str, str | None]]:
 
 
 def published_markdown(table: PublishedTable) -> str:
-    lines = ["| metric, model | " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |",
+    lines = ["| metric, model | " + " | ".join(markdown_text(c) for c in table.columns) + " |",
              "| --- | " + " | ".join(["---:"] * len(table.columns)) + " |"]
     for row in table.rows:
-        lines.append("| " + " | ".join(MARKDOWN_MARKS[mark].format(text.replace("|", "\\|"))
+        lines.append("| " + " | ".join(MARKDOWN_MARKS[mark].format(markdown_text(text))
                                        for text, mark in layout_cells(row)) + " |")
     return "\n".join(lines)
 
@@ -163,7 +174,7 @@ def markdown_report(results: StudyResults) -> str:
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lines = [f"# Study `{study.name}`", ""]
     if study.description:
-        lines += [study.description, ""]
+        lines += [markdown_text(study.description), ""]
     lines += [
         f"- Trials: {sum(results.counts.values())} ({counts})",
         f"- Spec: sha256 `{study.spec_hash[:16]}`, stored with the results in `results.sqlite`",
@@ -171,7 +182,7 @@ def markdown_report(results: StudyResults) -> str:
         "",
         "## Tuning budget",
         "",
-        f"Search space: {budget['search_space']}",
+        f"Search space: {markdown_text(budget['search_space'])}",
         "",
         f"Declared budget: at most {budget['trials_per_arm']} configuration(s) (schedule x learning rate) per arm. "
         f"Each configuration runs with seeds {', '.join(map(str, results.seeds))}; seeds repeat a configuration, "
@@ -179,12 +190,12 @@ def markdown_report(results: StudyResults) -> str:
         "",
         "| arm | configurations tried |",
         "| --- | ---: |",
-        *(f"| {arm} | {n} |" for arm, n in results.configurations_per_arm.items()),
+        *(f"| {markdown_text(arm)} | {n} |" for arm, n in results.configurations_per_arm.items()),
         "",
     ]
     for table in results.tables:
         lines += [
-            f"## {table.model} · {table.task}",
+            f"## {markdown_text(table.model)} · {markdown_text(table.task)}",
             "",
             f"Primary metric: **{table.primary_metric}**. Final evaluation after training, as mean ± sample standard "
             "deviation over the seeds that finished (seeds column: done/total). **Bold**: best mean, "
@@ -195,7 +206,7 @@ def markdown_report(results: StudyResults) -> str:
         ]
     for table in published_tables(results):
         lines += [
-            f"## {table.task}: the published layout",
+            f"## {markdown_text(table.task)}: the published layout",
             "",
             "As the AdamDDS study's tables (docs/protocols.md §A.8): a row per metric and model, a column per "
             "configuration, mean ± sample standard deviation over seeds; marks rank each row.",
@@ -214,7 +225,7 @@ def markdown_report(results: StudyResults) -> str:
     ]
     if results.environments:
         lines += ["## Environment", ""]
-        lines += [f"- {_environment_line(environment)}" for environment in results.environments]
+        lines += [f"- {markdown_text(_environment_line(environment))}" for environment in results.environments]
         lines.append("")
     return "\n".join(lines)
 

@@ -103,10 +103,11 @@ RUN_HEADERS = ["stage", "configuration", "seed", "step", "status", "steps run", 
 
 def survival_png(curves, rungs: list[int], majority: float, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
-    for label, points in curves.items():
+    palette = plt.get_cmap("tab20")  # 20 distinct colours: the default cycle repeats after 10 configurations
+    for index, (label, points) in enumerate(curves.items()):
         steps = [s for s, a, _ in points if a is not None]
         values = [a for _, a, _ in points if a is not None]
-        line, = axes.plot(steps, values, marker="o", linewidth=1, label=label)
+        line, = axes.plot(steps, values, marker="o", linewidth=1, label=label, color=palette(index % 20))
         for step, accuracy, reason in points:
             if reason is not None and accuracy is not None:
                 axes.plot([step], [accuracy], marker="x", color=line.get_color(), markersize=10)
@@ -181,7 +182,8 @@ def write_verdict_report(folder: str | Path) -> VerdictReport:
         "### Excluded", "\n".join(excluded),
         "### Cost",
         f"{cost['trial_steps']:,} trial-steps, {100 * cost['share_of_grid']:.1f}% of the {cost['grid_trial_steps']:,} "
-        f"a full grid with the same seeds would take; {cost['wall_seconds']:.0f} s.",
+        f"a full grid with the same seeds would take; {cost.get('trial_seconds', cost['wall_seconds']):.0f} s of "
+        "training and evaluation runs (wall time, over every invocation).",
         "## Every run (dev split)", _markdown_table(RUN_HEADERS, run_rows(runs, n_dev)),
     ]
     markdown = out / "report.md"

@@ -13,9 +13,12 @@ rest. Ctrl-C asks every running trial to checkpoint and stop, and puts it back i
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -276,7 +279,7 @@ def _trial_process(config: TrainConfig, gpu: str | None, threads: int, coordinat
                    results: connection.Connection) -> None:
     """A local worker: run one trial and send its outcome to the coordinator."""
     os.setpgrp()  # Ctrl-C in the terminal reaches the coordinator alone, which asks each worker to stop, once
-    threading.Thread(target=_exit_when_orphaned, args=(coordinator,), daemon=True).start()
+    _die_with_coordinator(coordinator)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # read when CUDA initialises, which importing torch does not do
     torch.set_num_threads(threads)
@@ -287,9 +290,24 @@ def _trial_process(config: TrainConfig, gpu: str | None, threads: int, coordinat
     results.send(outcome)
 
 
-def _exit_when_orphaned(coordinator: int) -> None:
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def _die_with_coordinator(coordinator: int) -> None:
     """A worker must not outlive its coordinator: the next sweep resumes the trial, and two runs would write one
-    folder."""
+    folder. On Linux the kernel kills the worker the moment the coordinator dies (a parent-death signal, which the
+    standard library does not expose, hence ctypes); elsewhere a thread checks the parent every second."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_exit_when_orphaned, args=(coordinator,), daemon=True).start()
+    if os.getppid() != coordinator:  # it died before the signal was armed
+        os._exit(1)
+
+
+def _exit_when_orphaned(coordinator: int) -> None:
     while os.getppid() == coordinator:
         time.sleep(1.0)
     os._exit(1)
@@ -332,13 +350,40 @@ def trial_config(study_dir: Path, trial: TrialRow) -> TrainConfig:
     return config
 
 
+LOCK_WAIT_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def _trial_lock(folder: Path) -> Iterator[None]:
+    """Hold the trial's lock (``trials/.KEY.lock``, an advisory ``flock``) while its run writes the folder. A trial
+    reclaimed from a dead coordinator waits here until every process of the old attempt is gone (the kernel
+    releases a dead process's locks), so two runs never write one folder."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a+") as lock:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{folder} is still being written by another process after "
+                                       f"{LOCK_WAIT_SECONDS:.0f} s; stop it, then run the sweep again") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_trial(config: TrainConfig, show_progress: bool = False) -> TrialOutcome:
     """Train one trial (resuming from its folder's checkpoint if it has one); its outcome is what ``train``
     returned. Any exception becomes a ``failed`` outcome carrying the message, so one bad trial never ends a
     sweep."""
     started = time.perf_counter()
     try:
-        result = train(config, show_progress=show_progress)
+        with _trial_lock(config.out_dir):
+            result = train(config, show_progress=show_progress)
     except Exception as error:
         return failed_outcome(config, f"{type(error).__name__}: {error}", time.perf_counter() - started)
     record = result.record.to_dict()

@@ -554,7 +554,9 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
         "tie": [c.label for c in tied],
         "cost": {"trial_steps": trial_steps, "grid_trial_steps": plan.grid_trial_steps,
                  "share_of_grid": trial_steps / plan.grid_trial_steps,
-                 "wall_seconds": time.perf_counter() - started, "budget_trial_steps": budget_steps,
+                 "wall_seconds": time.perf_counter() - started,  # this invocation's; a resumed one is shorter
+                 "trial_seconds": sum(r.wall_seconds or 0.0 for r in all_runs),  # every run, over all invocations
+                 "budget_trial_steps": budget_steps,
                  "budget_met": trial_steps <= budget_steps},
         "alternatives": [{**c.to_dict(), "dev": dev_summary(c), "p_best": p_best[names[c]],
                           "delta_vs_baseline": (difference(draws, correct, names[c], names[baseline])

@@ -222,12 +222,43 @@ _StudyLoader.add_implicit_resolver(
 )
 
 
+# A spec is a few hundred values. Aliases may share a block between arms, but nested aliases can expand a few
+# hundred bytes into billions of values ("billion laughs"), which every later walk would expand again.
+MAX_EXPANDED_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], file: str) -> int:
+    """The number of values ``node`` stands for with every alias expanded, capped just above the limit. Memoised
+    per node, so a shared (aliased) node is counted in constant time however often it is used."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise SpecError("an alias refers to a block that contains it (a recursive structure)", file,
+                        node.start_mark.line + 1)
+    open_nodes.add(id(node))
+    children = []
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    size = 1
+    for child in children:
+        size = min(size + _expanded_size(child, sizes, open_nodes, file), MAX_EXPANDED_VALUES + 1)
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
 def _compose(text: str, file: str) -> tuple[Any, Locations]:
     loader = _StudyLoader(text)
     try:
         node = loader.get_single_node()
         lines: dict[SpecPath, int] = {}
         if node is not None:
+            if _expanded_size(node, {}, set(), file) > MAX_EXPANDED_VALUES:
+                raise SpecError(f"the YAML expands to more than {MAX_EXPANDED_VALUES:,} values through its aliases "
+                                "(nested aliases, as in a 'billion laughs' file); write the blocks out instead",
+                                file, None)
             _record_lines(node, (), lines, file)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
@@ -344,7 +375,12 @@ def _type(value: Any) -> str:
 def load_spec(path: str | Path) -> StudySpec:
     """Read and check a study spec file or bundled study (``"demo"``) (structure, names and values; ``expand_trials`` checks every trial)."""
     path = resolve_spec(path)  # a file, or a bundled study by name
-    return parse_spec(path.read_text(encoding="utf-8"), str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(f"not UTF-8 text (byte {error.start})", str(path), data[: error.start].count(b"\n") + 1) from None
+    return parse_spec(text, str(path))
 
 
 def parse_spec(text: str, file: str = "<study>") -> StudySpec:

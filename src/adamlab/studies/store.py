@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -209,18 +210,39 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class StoreError(ValueError):
+    """A results store that cannot be used (damaged, or not an adamlab store); the message names the file."""
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        self.db = _connect(self.path)
-        self.db.executescript(SCHEMA)
-        _add_new_step_columns(self.db)
+        self.db = _connect(self.path, read_only)
+        try:
+            if read_only:
+                tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "trials" not in tables or "studies" not in tables:
+                    raise StoreError(f"{self.path} holds no adamlab results (an empty file, or another database)")
+            else:
+                self.db.executescript(SCHEMA)
+                _add_new_step_columns(self.db)
+        except sqlite3.DatabaseError as error:
+            self.db.close()
+            raise StoreError(f"{self.path} is not a readable results store ({error}); move it aside and run the "
+                             "sweep again to rebuild it from the trial folders' results") from None
+        except BaseException:
+            self.db.close()
+            raise
 
     @classmethod
-    def open(cls, study_dir: str | Path, create: bool = False) -> Store:
+    def open(cls, study_dir: str | Path, create: bool = False, read_only: bool = False) -> Store:
+        """The study's store. ``read_only`` (for status and reports) never writes: not the schema, not a journal,
+        and it works in a folder the user cannot write to."""
         path = Path(study_dir) / STORE_FILE
         if not create and not path.is_file():
             raise FileNotFoundError(f"{study_dir} holds no study results (no {STORE_FILE}); run `adamlab sweep` first")
+        if read_only:
+            return cls(path, read_only=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
@@ -429,12 +451,35 @@ class Heartbeat:
             db.close()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        # mode=ro never creates or changes the file. A WAL store also needs its -shm index; where the folder is
+        # read-only and there is none (the last writer closed cleanly and removed it), nobody can be writing, so
+        # the file is opened as immutable, which needs no index.
+        writable = os.access(path.parent, os.W_OK) and _folder_accepts_files(path.parent)
+        uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if writable else "&immutable=1")
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        return db
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)  # transactions are explicit
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA foreign_keys = ON")
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as error:
+        db.close()
+        raise StoreError(f"{path} is not a readable results store ({error}); move it aside and run the sweep again "
+                         "to rebuild it from the trial folders' results") from None
     return db
+
+
+def _folder_accepts_files(folder: Path) -> bool:
+    """``os.access`` says yes to root on a read-only mount: only creating a file tells for sure."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def _dumps(value: Any) -> str | None:

@@ -7,6 +7,7 @@ READMEs there), so everything runs offline; a local JSONL file or a Hugging Face
 from __future__ import annotations
 
 import difflib
+import inspect
 
 from .ag_news import AgNewsTask
 from .base import DataError, Example, Task
@@ -36,4 +37,9 @@ def get_task(name: str, **options) -> Task:
         close = difflib.get_close_matches(key, [*_TASKS, *_ALIASES], n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(available_tasks())}.")
-    return _TASKS[key](**options)
+    task_class = _TASKS[key]
+    valid = [n for n in inspect.signature(task_class.__init__).parameters if n != "self"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for task {key!r}; valid options: {', '.join(valid)}")
+    return task_class(**options)

@@ -147,7 +147,13 @@ class Task(ABC):
             path = Path(source)
             if not path.is_file():
                 raise FileNotFoundError(f"{self.name}: no data file at {source}")
-            return self._parse_text(path.read_text(encoding="utf-8"), source, json_document=source.endswith(".json"))
+            data = path.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                line = data[: error.start].count(b"\n") + 1
+                raise DataError(f"{source}, line {line}: not UTF-8 text (byte {error.start})") from None
+            return self._parse_text(text, source, json_document=source.endswith(".json"))
         return self._read_hub(source, split)
 
     def _parse_text(self, text: str, name: str, json_document: bool) -> Records:
@@ -173,6 +179,8 @@ class Task(ABC):
                 raise DataError(f"{name}, line {line_number}: expected a JSON object, got {type(record).__name__}")
             records.append(record)
             line_numbers.append(line_number)
+        if not records:  # caught here, before a model is loaded or a run folder written
+            raise DataError(f"{name} holds no records")
         return records, lambda index: f"{name}, line {line_numbers[index]}"
 
     def _records_from_document(self, document: Any, name: str) -> Records:
@@ -185,7 +193,12 @@ class Task(ABC):
         require("datasets", "hub", f"loading {dataset_id!r} from the Hugging Face Hub")
         import datasets  # optional (the hub extra), so imported only here
         hub_split = self.hub_splits[split]
-        dataset = datasets.load_dataset(dataset_id, self.hub_configs.get(dataset_id), split=hub_split)
+        try:
+            dataset = datasets.load_dataset(dataset_id, self.hub_configs.get(dataset_id), split=hub_split)
+        except OSError as error:  # offline (ConnectionError), an unknown id (DatasetNotFoundError)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DataError(f"cannot load {dataset_id!r} ({hub_split} split) from the Hugging Face Hub: {reason}") \
+                from None
         return dataset, lambda index: f"{dataset_id} ({hub_split} split), row {index}"
 
 

@@ -13,7 +13,7 @@ import torch
 
 from ..extras import check_trackers
 from ..models import DTYPES, LoraSettings, builtin_models
-from ..optim import create_optimizer
+from ..optim import create_optimizer, fused_optimizer_args
 from ..optim.registry import REGISTRY, resolve_name
 from ..schedules import get_schedule
 from ..stepsize import StepsizeEstimate
@@ -68,6 +68,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, mlflow, wandb
+    fused_optimizer: bool | None = None  # the compiled optimizer step; None: on where it pays (adamlab.optim.fused)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field; checks names against the registries and
@@ -91,6 +92,7 @@ class TrainConfig:
                              f"its own step size (e.g. adafactor_hf with relative_step=true) takes none")
         lr = {} if self.lr is None else {"lr": self.lr}
         create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], **lr, **hparams)
+        fused_optimizer_args(self.optimizer, torch.nn.Linear(1, 1), self.fused_optimizer, hparams)
         if self.lr_source == "dds":  # the step size comes from an estimate, given or made before step 1
             samples = dds_args.get("samples", DDS_SAMPLES)
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -185,7 +187,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
-        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at"}
+        ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at", "fused_optimizer"}  # same math
         # Unset batch-size scaling leaves the identity (and the trial keys of studies made before it) unchanged.
         unset = {k for k in ("lr_scaling", "base_batch_size") if getattr(self, k) is None}
         return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset}))

@@ -26,9 +26,11 @@ from typing import Any
 
 import torch
 
+from ..atomic import check_writable_folder, finite_record, read_json, rewrite_jsonl, write_json
+from ..atomic import read_jsonl as atomic_read_jsonl
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
-from ..optim import create_optimizer
+from ..optim import create_optimizer, fused_optimizer_args
 from ..optim.registry import REGISTRY, resolve_name
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -68,9 +70,10 @@ class TrainResult:
 def check_output_dir(config: TrainConfig) -> None:
     """Refuse an output folder that holds another run; reads only, so it is safe before any work."""
     out = config.out_dir
+    check_writable_folder(out)
     saved = out / "config.json"
     if saved.exists():
-        previous = TrainConfig.from_dict(json.loads(saved.read_text())).identity()
+        previous = TrainConfig.from_dict(read_json(saved)).identity()
         current = config.identity()
         if previous != current:
             differing = sorted(k for k in current if previous.get(k) != current[k])
@@ -94,16 +97,20 @@ def _config_summary(optimizer) -> list[dict[str, Any]]:
 
 
 class _GracefulStop:
-    """Turns the first Ctrl-C into a request to stop at the end of the step; a second one interrupts at once."""
+    """Turns the first Ctrl-C or SIGTERM into a request to stop at the end of the step; a second one interrupts at
+    once. SIGTERM is what cluster schedulers (SLURM, Kubernetes, preemptible VMs) send before SIGKILL."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame):
@@ -112,8 +119,8 @@ class _GracefulStop:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 @dataclass
@@ -169,7 +176,7 @@ def finished_run(config: TrainConfig) -> TrainResult | None:
     out = config.out_dir
     if not (out / "result.json").exists():
         return None
-    record = RunRecord.from_dict(json.loads((out / "result.json").read_text()))
+    record = RunRecord.from_dict(read_json(out / "result.json"))
     if record.status not in ("done", "diverged"):
         return None
     predictions = read_jsonl(out / "predictions.jsonl")
@@ -199,14 +206,15 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     # device, and cached in the run folder so a resumed run reads it back.
     lr, lr_resolution = resolve_lr(config, inputs=inputs,
                                    show_progress=show_progress and accelerator.is_main_process)
-    optimizer = create_optimizer(config.optimizer, model, **({} if lr is None else {"lr": lr}),
-                                 **config.split_optimizer_args()[0])
+    hparams = config.split_optimizer_args()[0]
+    fused = fused_optimizer_args(config.optimizer, model, config.fused_optimizer, hparams)
+    optimizer = create_optimizer(config.optimizer, model, **({} if lr is None else {"lr": lr}), **hparams, **fused)
     scheduler = _own_lr_scheduler(config, optimizer) if lr is None else \
         create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         config.out_dir.mkdir(parents=True, exist_ok=True)
-        (config.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        write_json(config.out_dir / "config.json", config.to_dict(), indent=2)
     trainable = [p for p in model.parameters() if p.requires_grad]
     return Run(config, accelerator, inputs, model, accelerator.unwrap_model(model), optimizer, scheduler,
                lr_resolution, eval_examples, trainable,
@@ -396,10 +404,10 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
             run.unwrapped.save_pretrained(out / ("adapter" if config.lora is not None else "model"))
             tokenizer.save_pretrained(out / ("adapter" if config.lora is not None else "model"))
         if final is not None:
-            with (out / "predictions.jsonl").open("w") as f:
-                for prediction in predictions:
-                    f.write(json.dumps(prediction) + "\n")
-        (out / "result.json").write_text(json.dumps(record.to_dict(), indent=2, default=str))
+            rewrite_jsonl(out / "predictions.jsonl", [finite_record(prediction) for prediction in predictions])
+        # Strict JSON (a non-finite metric is null, flagged under "nonfinite"), written last and whole: a run is
+        # finished only once its result.json is complete.
+        write_json(out / "result.json", finite_record(record.to_dict()), indent=2, default=str)
     if config.trackers:
         run.accelerator.end_training()
     return TrainResult(status, run.step, record.metrics, out, record, run.steps, run.evaluations, predictions)
@@ -408,4 +416,4 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return atomic_read_jsonl(path)

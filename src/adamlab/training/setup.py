@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..encoding import Encoded, encode_causal, encode_classifier
-from ..models import LoadedModel, apply_lora, load_model
+from ..models import LoadedModel, apply_lora, check_sequence_length, load_model, model_head
 from ..tasks import get_task
 from ..tasks.base import Task
 from .config import TrainConfig
@@ -27,10 +27,11 @@ def prepare_trial(config: TrainConfig) -> TrialInputs:
 
     set_seed(config.seed)
     task = get_task(config.task, **config.task_args)
+    if task.kind != "classification" and model_head(config.model) == "classifier":
+        raise ValueError(f"task {task.name!r} needs a causal LM; {config.model} is an encoder (it can only classify)")
     loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
                         quantize_4bit=config.quantize_4bit, seed=config.seed)
-    if loaded.head == "classifier" and task.kind != "classification":
-        raise ValueError(f"{config.model} is an encoder; task {task.name!r} needs a causal LM")
+    check_sequence_length(loaded, config.max_seq_len)
     if config.lora is not None:
         loaded = apply_lora(loaded, config.lora)
     encode = encode_classifier if loaded.head == "classifier" else partial(encode_causal,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -16,6 +15,8 @@ from typing import Any
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..atomic import append_jsonl, finite_record, read_jsonl, rewrite_jsonl, write_text
 
 PACKAGES = ("adamlab", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes")
 
@@ -60,21 +61,21 @@ def memory() -> dict[str, Any]:
 
 
 class JsonlLog:
-    """Append-only JSON lines; on resume, lines past the checkpoint's step are dropped so the log reads as one run."""
+    """Append-only JSON lines, strict JSON (a non-finite value is written as null and flagged under "nonfinite").
+    On resume the file is rewritten, atomically, with the records up to the checkpoint's step: lines past it and a
+    last line torn by a kill are dropped, so the log reads as one run."""
 
     def __init__(self, path: Path, resume_step: int | None = None, key: str = "step"):
         self.path = path
         self.kept: list[dict[str, Any]] = []  # the records of the run before the resumed step
         if resume_step is None:
-            path.write_text("")
+            write_text(path, "")
         elif path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)[key] <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
-            self.kept = [json.loads(line) for line in kept]
+            self.kept = [record for record in read_jsonl(path) if record[key] <= resume_step]
+            rewrite_jsonl(path, self.kept)
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, [finite_record(record)])
 
 
 UTILISATION_FILE = "utilisation.jsonl"  # in the run folder, next to metrics.jsonl

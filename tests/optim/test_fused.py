@@ -1,0 +1,213 @@
+"""The fused (``torch.compile``d) optimizer steps against the single-tensor reference loop.
+
+Compiling is the cost here (seconds per graph on a small CPU), so every test uses the same parameter shapes and
+the float32 runs come first: a graph is keyed by shapes, dtype and the few options that change which tensors
+exist, and later tests of the same optimizer find it compiled (in this process, and in inductor's on-disk cache
+across runs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from adamlab.optim import _fused
+
+from .optim_info import OPTIMIZER_INFOS, OptimizerInfo
+
+FUSED_OPTIMIZERS = ("lion", "adabelief", "adabound", "yogi", "came", "hybrid_adam_sgd", "adam_mini", "ldadam")
+INFOS = {info.name: info for info in OPTIMIZER_INFOS if info.name in FUSED_OPTIMIZERS}
+
+# A matrix (LDAdam's low-rank one, CAME's factored one), a vector, a zero-size tensor, a 3-D tensor and a
+# one-element tensor, plus a parameter that never gets a gradient.
+SHAPES = [(4, 3), (7,), (0,), (2, 3, 2), (1,)]
+STEPS = 50
+
+
+def make_params(dtype: torch.dtype) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_() for shape in SHAPES]
+    return params + [torch.randn(3, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()]
+
+
+def run(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], steps: int, start: int = 0) -> None:
+    for step in range(start, start + steps):
+        gen = torch.Generator().manual_seed(100_003 + step)
+        for p in params[:-1]:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+        optimizer.step()
+
+
+def trained(info: OptimizerInfo, hparams: dict, dtype: torch.dtype, steps: int = STEPS, **path) -> list[torch.Tensor]:
+    params = make_params(dtype)
+    optimizer = info.build(params, **hparams, **path)
+    run(optimizer, params, steps)
+    return params + state_tensors(optimizer)
+
+
+def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [
+        value
+        for state in optimizer.state_dict()["state"].values()
+        for _, value in sorted(state.items())
+        if isinstance(value, torch.Tensor)
+    ]
+
+
+def relative_error(expected: torch.Tensor, actual: torch.Tensor) -> float:
+    if expected.numel() == 0:
+        return 0.0
+    expected, actual = expected.detach().double(), actual.detach().double()
+    return ((expected - actual).abs().max() / expected.abs().max().clamp(min=1e-30)).item()
+
+
+def cases() -> list:
+    return [
+        pytest.param(INFOS[name], hparams, id=f"{name}-{i}")
+        for name in FUSED_OPTIMIZERS
+        for i, hparams in enumerate(INFOS[name].hparam_sets)
+    ]
+
+
+@pytest.mark.parametrize("info,hparams", cases())
+def test_fused_matches_reference_float32(info: OptimizerInfo, hparams: dict) -> None:
+    reference = trained(info, hparams, torch.float32, foreach=False)
+    fused = trained(info, hparams, torch.float32, fused=True)
+    assert len(reference) == len(fused)
+    for expected, actual in zip(reference, fused):
+        assert relative_error(expected, actual) <= 1e-6
+
+
+@pytest.mark.parametrize("name", FUSED_OPTIMIZERS)
+def test_fused_matches_reference_float64(name: str) -> None:
+    info = INFOS[name]
+    hparams = info.hparam_sets[-1]  # the set that moves the most options
+    for expected, actual in zip(trained(info, hparams, torch.float64, foreach=False),
+                                trained(info, hparams, torch.float64, fused=True)):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name,hparams",
+    [
+        ("lion", dict(lr=1e-3, weight_decay=0.1)),  # state in the parameter's dtype
+        ("ldadam", dict(lr=1e-2, rank=2, state_dtype=torch.float32)),  # bf16 parameters, float32 state
+    ],
+)
+def test_fused_bfloat16_is_as_accurate_as_the_reference(name: str, hparams: dict) -> None:
+    """Both paths round differently in bfloat16 (the reference after every op, the fused one where inductor
+    rounds), so each is compared with the float64 run: fused must be no further from it than the reference."""
+    info = INFOS[name]
+    exact = trained(info, hparams, torch.float64, steps=10, foreach=False)
+    reference = trained(info, hparams, torch.bfloat16, steps=10, foreach=False)
+    fused = trained(info, hparams, torch.bfloat16, steps=10, fused=True)
+    for truth, expected, actual in zip(exact, reference, fused):
+        assert actual.dtype == expected.dtype
+        ulp = torch.finfo(expected.dtype).eps * truth.abs().max().item() if truth.numel() else 0.0
+        reference_error = (expected.double() - truth).abs().max().item() if truth.numel() else 0.0
+        fused_error = (actual.double() - truth).abs().max().item() if truth.numel() else 0.0
+        assert fused_error <= 2 * reference_error + 2 * ulp
+
+
+@pytest.mark.parametrize("name", FUSED_OPTIMIZERS)
+def test_state_dict_loads_across_paths(name: str) -> None:
+    """Save under one path, load under another, continue: the same as a run under the loading path."""
+    info, hparams = INFOS[name], INFOS[name].hparam_sets[0]
+    paths = {"reference": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+    for saved_under, loaded_under in [("fused", "reference"), ("reference", "fused"), ("foreach", "fused")]:
+        params = make_params(torch.float32)
+        first = info.build(params, **hparams, **paths[saved_under])
+        run(first, params, 5)
+        resumed = info.build(params, **hparams, **paths[loaded_under])
+        resumed.load_state_dict(first.state_dict())
+        run(resumed, params, 5, start=5)
+
+        straight_params = make_params(torch.float32)
+        straight = info.build(straight_params, **hparams, **paths[loaded_under])
+        run(straight, straight_params, 10)
+        # elementwise, with an absolute floor of float32 rounding at the gradients' scale (1): a state entry
+        # that cancels to ~1e-3 carries the rounding of the unit-sized terms it was summed from
+        for expected, actual in zip(straight_params + state_tensors(straight), params + state_tensors(resumed)):
+            torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-7, msg=f"{saved_under} -> {loaded_under}")
+
+
+def test_a_changing_lr_reuses_the_compiled_step() -> None:
+    """The lr (and every per-step scalar) reaches the graph as a tensor: a schedule does not recompile."""
+    info = INFOS["adabelief"]
+    params = make_params(torch.float32)
+    optimizer = info.build(params, lr=1e-3, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
+    run(optimizer, params, 1)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for step in range(1, 4):
+            scheduler.step()
+            run(optimizer, params, 1, start=step)
+
+
+def test_fused_falls_back_to_foreach_with_one_warning_without_a_compiler(monkeypatch) -> None:
+    monkeypatch.setattr(_fused.shutil, "which", lambda name: None)
+    _fused.fused_unavailable_reason.cache_clear()
+    _fused._warn_fallback.cache_clear()
+    try:
+        info, hparams = INFOS["yogi"], INFOS["yogi"].hparam_sets[0]
+        params = make_params(torch.float32)
+        optimizer = info.build(params, **hparams, fused=True)
+        with pytest.warns(RuntimeWarning, match="using the foreach path: inductor needs a C\\+\\+ compiler") as record:
+            run(optimizer, params, 3)
+        assert len(record) == 1
+        foreach = trained(info, hparams, torch.float32, steps=3, foreach=True)
+        for expected, actual in zip(foreach, params + state_tensors(optimizer)):
+            assert torch.equal(expected, actual)
+    finally:
+        _fused.fused_unavailable_reason.cache_clear()
+        _fused._warn_fallback.cache_clear()
+
+
+def test_cuda_without_triton_has_a_reason(monkeypatch) -> None:
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    _fused.fused_unavailable_reason.cache_clear()
+    try:
+        assert "Triton" in _fused.fused_unavailable_reason("cuda")
+        assert "cpu and cuda only" in _fused.fused_unavailable_reason("mps")
+    finally:
+        _fused.fused_unavailable_reason.cache_clear()
+
+
+@pytest.mark.parametrize("name", FUSED_OPTIMIZERS)
+def test_fused_argument_is_checked(name: str) -> None:
+    info = INFOS[name]
+    with pytest.raises(ValueError, match="fused=True and foreach=True"):
+        info.build(make_params(torch.float32), **info.hparam_sets[0], fused=True, foreach=True)
+    with pytest.raises(ValueError, match="Invalid fused"):
+        info.build(make_params(torch.float32), **info.hparam_sets[0], fused="yes")
+
+
+def test_compiled_training_step_with_the_fused_optimizer_has_no_graph_break() -> None:
+    """A whole step (forward, backward, fused update) compiles as one graph: the fused update is traced into it.
+    ``zero_grad`` stays outside, as torch marks ``Optimizer.zero_grad`` as not traceable."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    eager_model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    eager_model.load_state_dict(model.state_dict())
+    inputs, targets = torch.randn(8, 4), torch.randn(8, 1)
+    optimizer = INFOS["lion"].build(list(model.parameters()), lr=1e-2, fused=True)
+    eager_optimizer = INFOS["lion"].build(list(eager_model.parameters()), lr=1e-2, foreach=False)
+
+    def train_step(model, optimizer):
+        loss = torch.nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    compiled = torch.compile(train_step, fullgraph=True)
+    for _ in range(3):
+        with torch._dynamo.config.patch(trace_autograd_ops=True):  # backward() inside the graph
+            loss = compiled(model, optimizer)
+        eager_loss = train_step(eager_model, eager_optimizer)
+        optimizer.zero_grad()
+        eager_optimizer.zero_grad()
+        assert math.isclose(loss.item(), eager_loss.item(), rel_tol=1e-5)
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
