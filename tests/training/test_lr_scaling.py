@@ -81,3 +81,13 @@ def test_a_study_sets_the_scaling_in_its_train_block(tmp_path):
 def test_unset_scaling_leaves_a_runs_identity_as_before():
     assert not {"lr_scaling", "base_batch_size"} & set(TrainConfig(**PLANNED).identity())
     assert TrainConfig(**PLANNED, lr_scaling="sqrt", base_batch_size=4).identity()["lr_scaling"] == "sqrt"
+
+
+def test_adamlab_lr_states_the_batch_size_its_suggestion_is_for(tmp_path):
+    args = ["lr", "--model", "tiny-llama", "--task", "ag_news", "--lora-r", "4", "--train-limit", "16",
+            "--max-seq-len", "64", "--batch-size", "4", "--method", "range-test", "--range-steps", "6",
+            "--no-progress", "--json", str(tmp_path / "lr.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "lr.json").read_text())["planned_batch_size"] == 4
+    assert "for a run at batch size 4" in result.output
