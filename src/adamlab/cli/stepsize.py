@@ -113,7 +113,9 @@ def lr_command(
         )
         lr, resolution = resolve_lr(config, LRSource(lr_name), show_progress=progress, options=options)
         warning = stability_warning(config, lr, resolution, show_progress=progress) if stability_check else None
+    # The suggestion holds for the planned run's batch size; another batch size needs --lr-scaling on train.
     record = resolution.record
+    console.print(f"for a run at batch size {config.batch_size}")
     if "alpha" in record:  # dds, dds-one: the AdamDDS estimate record
         _print_estimate(StepsizeEstimate.from_dict(record))
     elif lr_name in RANGE_TESTS:
@@ -124,7 +126,7 @@ def lr_command(
         console.print(f"[bold red]{warning}[/]")
     if json_out is not None:
         if "alpha" in record:  # the AdamDDS estimate record, which `adam_dds --opt estimate=FILE` reads back
-            json_out.write_text(json.dumps(record, indent=2))
+            json_out.write_text(json.dumps({**record, "planned_batch_size": config.batch_size}, indent=2))
         else:
             json_out.write_text(json.dumps(_lr_record(record, lr_name, config, resolution.cost_seconds, warning),
                                            indent=2))
@@ -134,10 +136,10 @@ def lr_command(
 def _lr_record(record: dict, method: str, config: TrainConfig, cost_seconds: float, warning: str | None) -> dict:
     """One layout for every method but dds: the lr, what it was made for, its cost and the method's diagnostics."""
     if "diagnostics" in record:  # already an adamlab.stepsize.suggest record
-        return {**record, "method": method, "warning": warning}
+        return {**record, "method": method, "planned_batch_size": config.batch_size, "warning": warning}
     return {"method": method, "optimizer": config.optimizer, "lr": record["suggested_lr"], "horizon": config.steps,
-            "batch_size": config.batch_size, "cost_seconds": cost_seconds or record["wall_time_s"],
-            "warning": warning, "diagnostics": record}
+            "batch_size": config.batch_size, "planned_batch_size": config.batch_size,
+            "cost_seconds": cost_seconds or record["wall_time_s"], "warning": warning, "diagnostics": record}
 
 
 def _print_suggestion(suggestion: LRSuggestion) -> None:
