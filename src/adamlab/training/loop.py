@@ -15,6 +15,7 @@ matter for trusting the numbers:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import signal
@@ -27,9 +28,12 @@ import torch
 
 from ..atomic import check_writable_folder, finite_record, read_json, rewrite_jsonl, write_json
 from ..atomic import read_jsonl as atomic_read_jsonl
+from ..console import phase
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
+from ..models import peak_flops, training_flops_per_token
 from ..optim import create_optimizer, fused_optimizer_args
+from ..optim.registry import REGISTRY, resolve_name
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -38,7 +42,8 @@ from .lr_source import LRResolution, resolve_lr
 from .order import ExampleOrder
 from .records import RunRecord, StepRecord
 from .setup import TrialInputs, prepare_trial
-from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
+from .telemetry import (UTILISATION_FILE, JsonlLog, UtilisationSampler, environment, memory, peak_rss_bytes,
+                        progress_bar)
 
 # The update norm needs a copy of the trainable weights from before the step: nothing next to LoRA adapters, a second
 # model in a full fine-tune. Above this many trainable elements (512 MiB in fp32) it is not recorded (None).
@@ -89,8 +94,10 @@ def _optimizer_mode(optimizer, mode: str) -> None:
 
 
 def _config_summary(optimizer) -> list[dict[str, Any]]:
-    return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
-            for group in optimizer.param_groups]
+    """Each param group's settings as plain JSON for the run record and the store: values JSON lacks (LDAdam's
+    decomposition dtype, a torch.dtype) are written as strings."""
+    return [json.loads(json.dumps({k: v for k, v in group.items() if k != "params"}, default=str))
+            | {"num_params": sum(p.numel() for p in group["params"])} for group in optimizer.param_groups]
 
 
 class _GracefulStop:
@@ -141,8 +148,13 @@ class Run:
     tokens_seen: int = 0
     steps: list[StepRecord] = field(default_factory=list)  # every step of the run, those before a resume included
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    # Model FLOPs utilisation = this x tokens/s: training FLOPs per token over the peak of the GPUs, on a known GPU
+    # and for a full-parameter causal LM (pre-training) only, since LoRA skips most of the FLOPs the estimate counts.
+    mfu_per_token_per_second: float | None = None
     step_log: JsonlLog | None = None  # the main process writes the run files
     eval_log: JsonlLog | None = None
+    show_progress: bool = False  # status lines while evaluating
+    sampler: UtilisationSampler | None = None  # the main process's utilisation timeline
 
     @property
     def is_main(self) -> bool:
@@ -158,9 +170,13 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     if finished is not None:
         return finished
     run = prepare(config, show_progress)
-    resume(run)
-    status, diverged_at = run_steps(run, show_progress)
-    return finish(run, status, diverged_at)
+    try:
+        resume(run)
+        status, diverged_at = run_steps(run, show_progress)
+        return finish(run, status, diverged_at)
+    finally:  # a run that raises stops its sampler too
+        if run.sampler is not None:
+            run.sampler.stop()
 
 
 def finished_run(config: TrainConfig) -> TrainResult | None:
@@ -182,7 +198,8 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     Everything that can fail on bad input (model, data, optimizer) happens before anything is written."""
     from accelerate import Accelerator
 
-    inputs = prepare_trial(config)
+    with phase(f"loading {config.model} and {config.task}", show_progress):
+        inputs = prepare_trial(config)
     eval_examples = inputs.task.load("eval", config.eval_source, config.eval_limit)
 
     # cpu=True without a GPU lets torchrun / `accelerate launch --multi_gpu` processes form a gloo group on CPUs.
@@ -200,17 +217,32 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
                                    show_progress=show_progress and accelerator.is_main_process)
     hparams = config.split_optimizer_args()[0]
     fused = fused_optimizer_args(config.optimizer, model, config.fused_optimizer, hparams)
-    optimizer = create_optimizer(config.optimizer, model, lr=lr, **hparams, **fused)
-    scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
+    optimizer = create_optimizer(config.optimizer, model, **({} if lr is None else {"lr": lr}), **hparams, **fused)
+    scheduler = _own_lr_scheduler(config, optimizer) if lr is None else \
+        create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         config.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(config.out_dir / "config.json", config.to_dict(), indent=2)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return Run(config, accelerator, inputs, model, accelerator.unwrap_model(model), optimizer, scheduler,
+    unwrapped = accelerator.unwrap_model(model)
+    peak = peak_flops(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
+    full_causal_lm = inputs.loaded.head == "causal_lm" and config.lora is None
+    mfu_scale = (training_flops_per_token(unwrapped, config.max_seq_len) / (peak * accelerator.num_processes)
+                 if peak and full_causal_lm else None)
+    return Run(config, accelerator, inputs, model, unwrapped, optimizer, scheduler,
                lr_resolution, eval_examples, trainable,
                track_update=sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS,
-               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed))
+               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed), show_progress=show_progress,
+               mfu_per_token_per_second=mfu_scale)
+
+
+def _own_lr_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """For an optimizer that computes its own step size: the registry's scheduler that only reports that step
+    size, so the step records and checkpoints read as for any other run."""
+    spec = REGISTRY[resolve_name(config.optimizer)]
+    module, name = spec.own_lr_scheduler.split(":")
+    return getattr(importlib.import_module(module), name)(optimizer)
 
 
 def resume(run: Run) -> None:
@@ -227,6 +259,7 @@ def resume(run: Run) -> None:
         run.eval_log = JsonlLog(out / "evals.jsonl", resume_step)
         run.steps = [StepRecord.from_dict(line) for line in run.step_log.kept]
         run.evaluations = list(run.eval_log.kept)
+        run.sampler = UtilisationSampler(JsonlLog(out / UTILISATION_FILE, resume_step), lambda: run.step).start()
     if config.trackers:
         # Trackers take flat scalars as hyperparameters: nested settings go in as JSON strings.
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
@@ -294,7 +327,7 @@ def train_step(run: Run) -> StepRecord | None:
         grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in trainable])))
-    lr = run.optimizer.param_groups[0]["lr"]
+    lr = float(run.optimizer.param_groups[0]["lr"])  # a tensor where the optimizer computes it (HF Adafactor)
     before = [p.detach().clone() for p in trainable] if run.track_update else None
     run.optimizer.step()
     run.scheduler.step()
@@ -310,8 +343,11 @@ def train_step(run: Run) -> StepRecord | None:
     run.elapsed += seconds
     step_tokens = sum(len(e.input_ids) for e in batch_examples)
     run.tokens_seen += step_tokens
+    hardware = memory()  # with GPU utilisation on CUDA, and the model FLOPs utilisation where it is defined
+    if run.mfu_per_token_per_second:
+        hardware["mfu"] = run.mfu_per_token_per_second * step_tokens / seconds
     record = StepRecord(run.step, loss, lr, float(grad_norm), update_norm, seconds, step_tokens / seconds,
-                        run.order.epoch(run.step), memory())
+                        run.order.epoch(run.step), hardware)
     if run.is_main:
         run.steps.append(record)
         run.step_log.write(record.to_dict())
@@ -327,8 +363,10 @@ def evaluate_run(run: Run) -> EvalResult | None:
     if run.is_main:
         _optimizer_mode(run.optimizer, "eval")
         loaded = run.inputs.loaded
-        result = evaluate(run.unwrapped, loaded.tokenizer, loaded.head, run.inputs.task, run.eval_examples,
-                          mode=config.eval_mode, batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
+        with phase(f"evaluating at step {run.step} on {len(run.eval_examples)} examples", run.show_progress):
+            result = evaluate(run.unwrapped, loaded.tokenizer, loaded.head, run.inputs.task, run.eval_examples,
+                              mode=config.eval_mode, batch_size=config.eval_batch_size,
+                              max_seq_len=config.max_seq_len)
         _optimizer_mode(run.optimizer, "train")
         line = {"step": run.step, **result.metrics, "seconds": result.seconds}
         run.evaluations.append(line)
@@ -351,6 +389,8 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
     predictions.jsonl and result.json."""
     config, out = run.config, run.config.out_dir
     final = evaluate_run(run) if status in ("done", "paused") else None
+    if run.sampler is not None:
+        run.sampler.stop()
     inner = getattr(run.optimizer, "optimizer", run.optimizer)
     encoded = run.inputs.encoded
     record = RunRecord(
@@ -374,6 +414,7 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
                                                              if torch.cuda.is_available() else {})},
         processes=run.accelerator.num_processes,
         environment=environment(),
+        utilisation=read_jsonl(out / UTILISATION_FILE),
     )
     predictions = final.predictions if final is not None else []
     if run.is_main:
