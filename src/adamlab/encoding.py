@@ -42,7 +42,7 @@ def tokenize(tokenizer, text: str) -> list[int]:
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
-    labels: list[int] | int  # per-token labels (causal LM) or a class index (classifier)
+    labels: list[int] | int | float  # per-token labels (causal LM), a class index (classifier) or a score (regression)
     truncated: bool
 
 
@@ -68,9 +68,11 @@ def encode_prompt(tokenizer, example: Example, max_seq_len: int) -> Encoded:
 
 
 def encode_classifier(tokenizer, example: Example, max_seq_len: int) -> Encoded:
+    """A classification (or regression) head's input: the text, or a sentence pair in the tokenizer's own pair
+    layout (``[CLS] a [SEP] b [SEP]``, ``<s> a </s></s> b </s>``)."""
     if example.text is None or example.label is None:
         raise ValueError(f"example {example.id} has no text/label for a classification head")
-    ids = tokenizer(example.text, truncation=False)["input_ids"]
+    ids = tokenizer(example.text, example.text_pair, truncation=False)["input_ids"]
     truncated = len(ids) > max_seq_len
     if truncated:  # keep the closing special token ([SEP]) in place
         ids = ids[: max_seq_len - 1] + ids[-1:]
@@ -93,5 +95,37 @@ def collate(batch: Sequence[Encoded], pad_id: int, padding_side: str = "right") 
     if token_labels:
         out["labels"] = labels
     elif batch[0].labels != IGNORE_INDEX:
-        out["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.long)
+        regression = isinstance(batch[0].labels, float)
+        out["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.float32 if regression else torch.long)
     return out
+
+
+def token_stream(tokenizer, documents: Sequence[str]) -> list[int]:
+    """The documents' tokens end to end, each document followed by the end-of-sequence token, so the model learns
+    where documents stop and one never runs into the next unmarked. No BOS or other special tokens are added."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("packing documents needs a tokenizer with an end-of-sequence token")
+    stream: list[int] = []
+    for ids in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
+        stream += ids
+        stream.append(tokenizer.eos_token_id)
+    return stream
+
+
+def pack_stream(stream: Sequence[int], seq_len: int) -> list[Encoded]:
+    """Fixed-length training sequences over a token stream, nanoGPT's (x, y) = (t[i:i+T], t[i+1:i+T+1]) written as
+    one row of T + 1 tokens whose labels are its own ids (the loss shifts them): consecutive rows overlap by exactly
+    one token, so every token after the first is a prediction target exactly once, none lost, none repeated. The
+    last row is shorter when the stream does not divide evenly; its tokens count all the same."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    rows = []
+    for start in range(0, max(len(stream) - 1, 0), seq_len):
+        ids = list(stream[start : start + seq_len + 1])
+        rows.append(Encoded(ids, list(ids), False))
+    return rows
+
+
+def pack_documents(tokenizer, documents: Sequence[str], seq_len: int) -> list[Encoded]:
+    """``pack_stream(token_stream(...))``: the documents as rows of ``seq_len`` next-token predictions."""
+    return pack_stream(token_stream(tokenizer, documents), seq_len)

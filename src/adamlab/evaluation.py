@@ -2,9 +2,12 @@
 
 Three ways to predict, by model head and task:
 
-* ``classifier``: an encoder with a classification head; the prediction is the argmax logit.
+* ``classifier``: an encoder with a classification head; the prediction is the argmax logit (the single output
+  itself on a regression task, STS-B).
 * ``score``: a causal LM ranks the task's answer choices (class names, option letters) by the log-likelihood
   of each as the assistant's answer, continuing the exact training prompt.
+* ``perplexity``: a language-modelling corpus; the held-out documents are packed exactly as in training and the
+  metric is exp of the mean next-token loss over every predicted token.
 * ``generate``: batched greedy generation (left padding, KV cache) with an explicit decoding configuration that
   never inherits the checkpoint's ``generation_config.json``, stopped at every end-of-turn token, then parsed by
   the task.
@@ -12,13 +15,15 @@ Three ways to predict, by model head and task:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .encoding import Encoded, collate, encode_classifier, encode_prompt, render_prompt, tokenize
+from .encoding import (IGNORE_INDEX, Encoded, collate, encode_classifier, encode_prompt, pack_documents, render_prompt,
+                       tokenize)
 from .tasks.base import Example, Task
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "</s>")
@@ -34,8 +39,12 @@ class EvalResult:
 
 
 def resolve_mode(task: Task, head: str, mode: str = "auto") -> str:
+    if task.kind == "language_modeling":
+        if head != "causal_lm":
+            raise ValueError(f"task {task.name!r} is language modelling; it needs a causal LM")
+        return "perplexity"
     if head == "classifier":
-        if task.kind != "classification":
+        if task.num_labels is None:
             raise ValueError(f"task {task.name!r} ({task.kind}) needs a causal LM, not a classification head")
         return "classifier"
     if mode == "auto":
@@ -146,15 +155,33 @@ def score_choices(model, tokenizer, examples: list[Example], choices: tuple[str,
 
 
 @torch.no_grad()
-def classify(model, tokenizer, examples: list[Example], batch_size: int, max_seq_len: int) -> list[int]:
+def classify(model, tokenizer, examples: list[Example], batch_size: int, max_seq_len: int,
+             regression: bool = False) -> list[int] | list[float]:
+    """The argmax class of each example, or with ``regression`` the head's single output."""
     device = next(model.parameters()).device
     predictions = []
     for start in range(0, len(examples), batch_size):
         chunk = [encode_classifier(tokenizer, e, max_seq_len) for e in examples[start : start + batch_size]]
         batch = collate(chunk, tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        predictions += logits.argmax(dim=-1).tolist()
+        predictions += logits[:, 0].double().tolist() if regression else logits.argmax(dim=-1).tolist()
     return predictions
+
+
+@torch.no_grad()
+def sequence_losses(model, rows: list[Encoded], pad_id: int, batch_size: int) -> list[tuple[float, int]]:
+    """(summed next-token loss in float64, number of predicted tokens) of each packed row."""
+    device = next(model.parameters()).device
+    results = []
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start : start + batch_size], pad_id)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        targets = batch["labels"][:, 1:].to(device)
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].double().transpose(1, 2), targets,
+                                                   ignore_index=IGNORE_INDEX, reduction="none")
+        counts = (targets != IGNORE_INDEX).sum(dim=1)
+        results += [(loss, int(count)) for loss, count in zip(losses.sum(dim=1).tolist(), counts.tolist())]
+    return results
 
 
 def evaluate(model, tokenizer, head: str, task: Task, examples: list[Example], *, mode: str = "auto",
@@ -166,8 +193,13 @@ def evaluate(model, tokenizer, head: str, task: Task, examples: list[Example], *
     started = time.perf_counter()
     try:
         settings: dict[str, Any] = {"batch_size": batch_size, "max_seq_len": max_seq_len}
-        if mode == "classifier":
-            raw = predictions = classify(model, tokenizer, examples, batch_size, max_seq_len)
+        if mode == "perplexity":
+            rows = pack_documents(tokenizer, [e.text for e in examples], max_seq_len)
+            raw = predictions = sequence_losses(model, rows, tokenizer.pad_token_id, batch_size)
+            settings["sequences"] = len(rows)
+        elif mode == "classifier":
+            raw = predictions = classify(model, tokenizer, examples, batch_size, max_seq_len,
+                                         regression=task.kind == "regression")
         elif mode == "score":
             raw = predictions = score_choices(model, tokenizer, examples, task.answer_choices, batch_size, max_seq_len)
             settings["choices"] = list(task.answer_choices)
@@ -178,8 +210,10 @@ def evaluate(model, tokenizer, head: str, task: Task, examples: list[Example], *
     finally:
         model.train(was_training)
     metrics = task.score(predictions, examples)
-    records = [
-        {"id": e.id, "output": r, "prediction": p, "references": list(e.references)}
-        for e, r, p in zip(examples, raw, predictions)
-    ]
+    if mode == "perplexity":  # one record per evaluated sequence: its loss and tokens
+        records = [{"id": str(i), "loss": loss, "tokens": count, "perplexity": math.exp(min(loss / count, 700.0)) if count else None}
+                   for i, (loss, count) in enumerate(predictions)]
+    else:
+        records = [{"id": e.id, "output": r, "prediction": p, "references": list(e.references)}
+                   for e, r, p in zip(examples, raw, predictions)]
     return EvalResult(metrics, records, mode, settings, time.perf_counter() - started)

@@ -5,12 +5,15 @@
 * Classification: accuracy and F1 over the true classes only, with invalid predictions kept as a sentinel
   class ``-1`` that is always wrong (the published AG News evaluation dropped them instead).
 * GSM8K: final-number extraction and numeric comparison.
+* GLUE: Matthews correlation (CoLA) and Pearson / Spearman correlation (STS-B), as GLUE's scorer computes them
+  (scikit-learn's ``matthews_corrcoef``, scipy's ``pearsonr`` / ``spearmanr``).
 
 Every function averages over all the examples it is given: nothing is dropped.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -95,12 +98,84 @@ def classification_scores(predictions: Sequence[int], labels: Sequence[int], num
     }
 
 
+def matthews_correlation(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """Matthews correlation coefficient over every class that occurs (Gorodkin's multi-class form, which is the
+    binary MCC when there are two), 0 where it is undefined; the semantics of sklearn's ``matthews_corrcoef``.
+    An invalid prediction (-1) is a class of its own, never equal to a label, so it always counts against.
+
+    Written out (a dozen lines) because scikit-learn is not a runtime dependency; the tests compare it with sklearn.
+    """
+    _check_same_length(predictions, labels)
+    n = len(labels)
+    correct = sum(p == y for p, y in zip(predictions, labels))
+    predicted, actual = Counter(predictions), Counter(labels)
+    classes = predicted.keys() | actual.keys()
+    covariance = correct * n - sum(predicted[c] * actual[c] for c in classes)
+    predicted_spread = n * n - sum(count * count for count in predicted.values())
+    actual_spread = n * n - sum(count * count for count in actual.values())
+    if predicted_spread == 0 or actual_spread == 0:
+        return 0.0
+    return covariance / math.sqrt(predicted_spread * actual_spread)
+
+
 def _check_classes(predictions: Sequence[int], labels: Sequence[int], num_classes: int) -> None:
     _check_same_length(predictions, labels)
     if any(not 0 <= y < num_classes for y in labels):
         raise ValueError(f"labels must be class indices 0..{num_classes - 1}")
     if any(not INVALID <= p < num_classes for p in predictions):
         raise ValueError(f"predictions must be class indices 0..{num_classes - 1} or {INVALID} (invalid)")
+
+
+# ---------------------------------------------------------------------------------------------- language modelling
+
+
+def perplexity_scores(loss_sums: Sequence[float], token_counts: Sequence[int]) -> dict[str, float]:
+    """Mean next-token loss (nats) over every predicted token of every sequence, and perplexity = exp(that mean):
+    a token-weighted mean, so long and short sequences count by their tokens, not once each."""
+    _check_same_length(loss_sums, token_counts)
+    tokens = sum(token_counts)
+    if tokens < 1:
+        raise ValueError("no tokens to score")
+    loss = math.fsum(loss_sums) / tokens
+    return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf, "n_tokens": tokens}
+
+
+# ---------------------------------------------------------------------------------------------- correlation (STS-B)
+
+
+def pearson_correlation(predictions: Sequence[float], references: Sequence[float]) -> float:
+    """Pearson's r in float64; ``nan`` when either side is constant (as scipy, which also warns). Written out
+    because scipy is not a runtime dependency; the tests compare it with ``scipy.stats.pearsonr``."""
+    _check_same_length(predictions, references)
+    n = len(references)
+    mean_p, mean_r = math.fsum(predictions) / n, math.fsum(references) / n
+    dp = [p - mean_p for p in predictions]
+    dr = [r - mean_r for r in references]
+    denominator = math.sqrt(math.fsum(a * a for a in dp) * math.fsum(b * b for b in dr))
+    if denominator == 0:
+        return math.nan
+    return max(-1.0, min(1.0, math.fsum(a * b for a, b in zip(dp, dr)) / denominator))
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks with ties given the mean of the ranks they span (scipy's ``rankdata(method="average")``)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman_correlation(predictions: Sequence[float], references: Sequence[float]) -> float:
+    """Spearman's rho: Pearson's r of the average ranks (``scipy.stats.spearmanr``)."""
+    _check_same_length(predictions, references)
+    return pearson_correlation(average_ranks(predictions), average_ranks(references))
 
 
 def _check_same_length(predictions: Sequence, references: Sequence) -> None:

@@ -9,6 +9,11 @@ Built-in names, all usable without network access:
   under ``$ADAMLAB_CACHE`` (default ``~/.cache/adamlab``) so later loads take a second instead of half a minute.
 * ``tiny-llama`` / ``tiny-qwen``: randomly initialised 2-layer Llama / Qwen3 models with a byte-level tokenizer
   and a ChatML chat template, built in-process, for fast tests.
+
+Models to pre-train from scratch (random initialisation, every parameter trained), by size name:
+``llama-tiny`` (CPU scale, byte-level tokenizer, offline), ``llama-60m``, ``llama-130m``, ``llama-350m`` (the Llama
+configurations of the GaLore / LDAdam C4 experiments, T5 tokenizer) and ``gpt2-124m`` (nanoGPT's GPT-2 small, GPT-2
+tokenizer, vocabulary padded to 50304). Any tokenizer can replace the default by hub id or local folder.
 """
 
 from __future__ import annotations
@@ -97,11 +102,102 @@ def _package_folder(package: str, pip_hint: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@dataclass(frozen=True)
+class ScratchModel:
+    """A from-scratch architecture: a transformers model type, its size, and the tokenizer it was published with."""
+
+    model_type: str  # "llama" | "gpt2"
+    size: dict[str, int]
+    tokenizer: str  # "byte-level" (built in) or a hub id / local folder
+    vocab_size: int | None = None  # the published vocabulary size for that tokenizer; None: the tokenizer's length
+
+
+# The Llama sizes are GaLore's configs/llama_{60m,130m,350m}.json (also LDAdam's C4 runs); GPT-2 is nanoGPT's
+# train_gpt2.py (12 x 768, 1024 positions, no dropout, vocabulary padded from 50257 to 50304 for speed).
+SCRATCH_MODELS = {
+    "llama-tiny": ScratchModel("llama", dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4,
+                                             num_attention_heads=4, max_position_embeddings=1024), "byte-level"),
+    "llama-60m": ScratchModel("llama", dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
+                                            num_attention_heads=8, max_position_embeddings=1024), "t5-base", 32000),
+    "llama-130m": ScratchModel("llama", dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                                             num_attention_heads=12, max_position_embeddings=1024), "t5-base", 32000),
+    "llama-350m": ScratchModel("llama", dict(hidden_size=1024, intermediate_size=2736, num_hidden_layers=24,
+                                             num_attention_heads=16, max_position_embeddings=1024), "t5-base", 32000),
+    "gpt2-124m": ScratchModel("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024), "gpt2", 50304),
+}
+
+
+# Dense bf16 peak FLOP/s of one GPU (vendor datasheets, without sparsity), by a name torch.cuda.get_device_name contains.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12,
+                   "RTX 4090": 165e12, "V100": 125e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The bf16 peak of a GPU by its name, or ``None`` when it is not in ``PEAK_BF16_FLOPS``."""
+    return next((flops for name, flops in PEAK_BF16_FLOPS.items() if name in device_name), None)
+
+
+def training_flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """FLOPs of one training token (forward and backward) of a full-parameter causal LM: PaLM's estimate (Chowdhery
+    et al. 2022, appendix B), as nanoGPT's ``estimate_mfu``: 6 N for the weight matmuls plus 12 L d T for attention.
+    N leaves out what costs no matmul: an input embedding not shared with the output layer, position embeddings."""
+    config = model.config
+    n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    if output is None or output.weight is not embedding:
+        n -= embedding.numel()
+    position = getattr(getattr(model, "transformer", None), "wpe", None)  # GPT-2's learned positions
+    if position is not None:
+        n -= position.weight.numel()
+    return 6 * n + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
 TINY_MODELS = ("tiny-llama", "tiny-qwen")
 
 
 def builtin_models() -> list[str]:
-    return ["minilm", "smollm2-135m", "tiny-llama", "tiny-qwen"]
+    return ["minilm", "smollm2-135m", "tiny-llama", "tiny-qwen", *SCRATCH_MODELS]
+
+
+def _padded(size: int, multiple: int = 64) -> int:
+    return -(-size // multiple) * multiple
+
+
+def scratch_model(name: str, tokenizer_source: str | None = None, seed: int = 0):
+    """A randomly initialised model of the named size (``SCRATCH_MODELS``) and its tokenizer (the published one
+    unless ``tokenizer_source`` names another). The vocabulary is the published size for the published tokenizer,
+    else the tokenizer's length rounded up to a multiple of 64."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
+
+    spec = SCRATCH_MODELS[name]
+    source = tokenizer_source or spec.tokenizer
+    if source == "byte-level":
+        tokenizer = byte_level_tokenizer()
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+        except OSError as error:
+            raise ModelNotAvailableError(f"cannot load tokenizer {source!r} for {name}: not a local folder and not "
+                                         f"reachable on the Hugging Face Hub ({str(error).splitlines()[0]}); pass "
+                                         "--tokenizer with a local folder or byte-level") from None
+    if tokenizer.eos_token is None:
+        raise ValueError(f"tokenizer {source!r} has no end-of-sequence token to separate documents")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of the loss, so any id serves
+    vocab_size = spec.vocab_size if source == spec.tokenizer and spec.vocab_size else _padded(len(tokenizer))
+    special = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                   bos_token_id=tokenizer.bos_token_id)
+    if spec.model_type == "llama":
+        config = LlamaConfig(vocab_size=vocab_size, rms_norm_eps=1e-6, tie_word_embeddings=False, **spec.size,
+                             **special)
+    else:
+        config = GPT2Config(vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **spec.size,
+                            **special)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    return model, tokenizer
 
 
 def byte_level_tokenizer():
@@ -232,15 +328,31 @@ def load_model(
     trust_remote_code: bool = False,
     quantize_4bit: bool = False,
     seed: int = 0,
+    tokenizer: str | None = None,
 ) -> LoadedModel:
     """Load a model and its tokenizer. ``num_labels`` sizes a classifier head; ``seed`` initialises the random
-    parts (the tiny models, a new classification head)."""
+    parts (the tiny and from-scratch models, a new classification head); ``tokenizer`` replaces a from-scratch
+    model's default tokenizer (a hub id, a local folder, or ``byte-level``)."""
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
     torch_dtype = DTYPES.get(dtype, "auto")
     if quantize_4bit and name_or_path in TINY_MODELS:
         raise ValueError(f"--qlora cannot apply to {name_or_path}: the built-in tiny models are random and not "
                          "quantisable; drop --qlora")
+
+    if name_or_path in SCRATCH_MODELS:
+        if head == "classifier":
+            raise ValueError(f"{name_or_path} is a causal LM; it has no classifier head")
+        model, tokenizer = scratch_model(name_or_path, tokenizer, seed)
+        if torch_dtype != "auto":
+            model = model.to(torch_dtype)
+        info = {"source": "from scratch", "dtype": str(model.dtype), "template": None,
+                "tokenizer": tokenizer.name_or_path or "byte-level", "vocab_size": model.config.vocab_size,
+                "parameters": sum(p.numel() for p in model.parameters())}
+        return LoadedModel(model, tokenizer, "causal_lm", name_or_path, info)
+    if tokenizer is not None:
+        raise ValueError(f"--tokenizer applies to the from-scratch models ({', '.join(SCRATCH_MODELS)}); "
+                         f"{name_or_path} comes with its own")
 
     if name_or_path in TINY_MODELS:
         if head == "classifier":
@@ -300,7 +412,7 @@ def _model_config(name_or_path: str, source: str, trust_remote_code: bool):
 def model_head(name_or_path: str, trust_remote_code: bool = False) -> Literal["causal_lm", "classifier"]:
     """Whether ``name_or_path`` is a causal LM or an encoder that classifies, from its configuration alone (no
     weights are read), so that a task it cannot run is refused before the model loads."""
-    if name_or_path in TINY_MODELS:
+    if name_or_path in TINY_MODELS or name_or_path in SCRATCH_MODELS:
         return "causal_lm"
     return _head_for(_model_config(name_or_path, resolve_source(name_or_path), trust_remote_code), "auto")
 

@@ -67,6 +67,7 @@ def _lion_pytorch(params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
 
 LION = OptimizerInfo(
     name="lion",
+    supports_fused=True,
     build=Lion,
     hparam_sets=[
         dict(lr=1e-3),
@@ -95,6 +96,7 @@ def _adabelief_pytorch(params, **hparams):
 
 ADABELIEF = OptimizerInfo(
     name="adabelief",
+    supports_fused=True,
     build=AdaBelief,
     hparam_sets=[
         dict(lr=1e-3),  # the reference defaults: rectified, decoupled decay (of 0), eps 1e-16
@@ -140,6 +142,7 @@ def _adabound(params, **hparams):
 
 ADABOUND = OptimizerInfo(
     name="adabound",
+    supports_fused=True,
     build=AdaBound,
     hparam_sets=[
         dict(lr=1e-3),  # the reference defaults: final_lr 0.1, gamma 1e-3
@@ -185,6 +188,7 @@ def _torch_optimizer_yogi(params, **hparams):
 
 YOGI = OptimizerInfo(
     name="yogi",
+    supports_fused=True,
     build=Yogi,
     hparam_sets=[
         dict(lr=1e-2),
@@ -227,6 +231,7 @@ def _came_pytorch(params, **hparams):
 
 CAME_INFO = OptimizerInfo(
     name="came",
+    supports_fused=True,
     build=CAME,
     hparam_sets=[
         dict(lr=1e-3),
@@ -290,6 +295,7 @@ def _hybrid_as_sgd(
 
 HYBRID_ADAM_SGD = OptimizerInfo(
     name="hybrid_adam_sgd",
+    supports_fused=True,
     build=HybridAdamSGD,
     hparam_sets=[
         # Default weight decay 0.01; the blend falls from 0.955 to 0.1 within the 50 compared steps.
@@ -433,6 +439,7 @@ def _ldadam(params, foreach=None, **hparams):
 
 LDADAM = OptimizerInfo(
     name="ldadam",
+    supports_fused=True,
     build=_ldadam,
     # The (4, 3) matrix is the low-rank one: ranks below min(4, 3) compress it.
     hparam_sets=[
@@ -510,6 +517,7 @@ def _official_adam_mini(params, **hparams):
 
 ADAM_MINI = OptimizerInfo(
     name="adam_mini",
+    supports_fused=True,
     build=_adam_mini,
     hparam_sets=[
         dict(lr=1e-3),

@@ -17,8 +17,8 @@ from adamlab.optim import _fused
 
 from .optim_info import OPTIMIZER_INFOS, OptimizerInfo
 
-FUSED_OPTIMIZERS = ("lion", "adabelief", "adabound", "yogi", "came", "hybrid_adam_sgd", "adam_mini", "ldadam")
-INFOS = {info.name: info for info in OPTIMIZER_INFOS if info.name in FUSED_OPTIMIZERS}
+INFOS = {info.name: info for info in OPTIMIZER_INFOS if info.supports_fused}
+FUSED_OPTIMIZERS = tuple(INFOS)
 
 # A matrix (LDAdam's low-rank one, CAME's factored one), a vector, a zero-size tensor, a 3-D tensor and a
 # one-element tensor, plus a parameter that never gets a gradient.

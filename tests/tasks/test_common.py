@@ -20,22 +20,30 @@ BUNDLED_COUNTS = {
     "commonsenseqa": (2000, 500),
     "gsm8k": (1000, 500),
     "sst2": (4000, 872),
+    "cola": (4000, 1043),
+    "mrpc": (3668, 408),
+    "stsb": (4000, 1500),
+    "rte": (2490, 277),
+    "qnli": (4463, 1000),  # carved from the validation set
+    "qqp": (3000, 1000),  # carved from the train sample
 }
-KINDS = {"classification", "multiple_choice", "extractive_qa", "math"}
+HUB_ONLY = ("mnli", "mnli_mismatched")
+CORPORA = ("c4", "wikitext2")  # language modelling, tested in test_corpus.py
+KINDS = {"classification", "multiple_choice", "extractive_qa", "math", "regression"}
 DATA = resources.files("adamlab.tasks").joinpath("data")
 
 
 @pytest.fixture(scope="module")
 def eval_examples():
     """Each task's bundled eval split, loaded once."""
-    return {name: get_task(name).load("eval") for name in available_tasks()}
+    return {name: get_task(name).load("eval") for name in BUNDLED_COUNTS}
 
 
 # ---------------------------------------------------------------------------------------------- registry
 
 
 def test_available_tasks():
-    assert available_tasks() == sorted(BUNDLED_COUNTS)
+    assert available_tasks() == sorted([*BUNDLED_COUNTS, *HUB_ONLY, *CORPORA])
 
 
 @pytest.mark.parametrize(
@@ -47,7 +55,7 @@ def test_aliases_and_case(alias, name):
 
 
 def test_unknown_task_lists_close_matches_and_all_names():
-    with pytest.raises(ValueError, match=r"Did you mean 'squad'.*Valid tasks: ag_news, commonsenseqa, gsm8k"):
+    with pytest.raises(ValueError, match=r"Did you mean 'squad'.*Valid tasks: ag_news, c4, cola, commonsenseqa, gsm8k"):
         get_task("squadd")
 
 
@@ -78,11 +86,16 @@ def test_bundled_splits_load_with_their_counts(name, eval_examples):
     assert len({example.id for example in eval_examples[name]}) == n_eval
 
 
-@pytest.mark.parametrize("folder", ["ag_news", "commonsenseqa", "gsm8k", "squad_v1.1", "sst2"])
-def test_bundled_files_match_the_rows_and_sha256_in_their_readme(folder):
+@pytest.mark.parametrize(
+    ("folder", "files"),
+    [("ag_news", 2), ("commonsenseqa", 2), ("gsm8k", 2), ("squad_v1.1", 2), ("sst2", 2), ("glue/cola", 2),
+     ("glue/mrpc", 2), ("glue/stsb", 2), ("glue/rte", 2), ("glue/qnli", 1), ("glue/qqp", 1), ("c4", 1),
+     ("wikitext2", 2)],
+)
+def test_bundled_files_match_the_rows_and_sha256_in_their_readme(folder, files):
     readme = DATA.joinpath(folder, "README.md").read_text(encoding="utf-8")
     table = re.findall(r"^\| (\S+\.jsonl)\s*\| (\d+)\s*\|.*\| ([0-9a-f]{64}) \|$", readme, re.MULTILINE)
-    assert len(table) == 2
+    assert len(table) == files
     for file_name, rows, sha256 in table:
         content = DATA.joinpath(folder, file_name).read_bytes()
         assert hashlib.sha256(content).hexdigest() == sha256
@@ -100,6 +113,8 @@ def test_examples_honour_the_interface(name, eval_examples):
         assert example.target and example.references
         if task.kind in ("classification", "multiple_choice"):
             assert example.target == task.answer_choices[example.label] == example.references[0]
+        elif task.kind == "regression":
+            assert task.answer_choices == () and float(example.target) == pytest.approx(example.label, abs=5e-4)
         else:
             assert task.answer_choices == () and example.label is None
 
@@ -112,7 +127,7 @@ def test_every_training_target_parses_back_to_full_marks(name):
     predictions = [task.parse(example.target) for example in examples]
     scores = task.score(predictions, examples)
     assert scores["n_invalid"] == 0
-    assert scores[task.primary_metric] == 1.0
+    assert scores[task.primary_metric] == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED_COUNTS))
@@ -122,7 +137,10 @@ def test_scoring_counts_unparseable_outputs_as_wrong(name, eval_examples):
     predictions = [task.parse(" \n ")] * 10  # an empty answer is unparseable for every task
     assert predictions == [None] * 10
     scores = task.score(predictions, examples)
-    assert (scores["n_total"], scores["n_invalid"], scores[task.primary_metric]) == (10, 10, 0.0)
+    assert (scores["n_total"], scores["n_invalid"]) == (10, 10)
+    assert scores[task.primary_metric] <= 0.0  # correlations (CoLA, STS-B) can fall below 0, accuracy to 0
+    if task.primary_metric == "accuracy":
+        assert scores["accuracy"] == 0.0
     with pytest.raises(ValueError):
         task.score(predictions[:9], examples)
 

@@ -1,6 +1,6 @@
 """The `adamlab` command line."""
 
-from . import catalog, recommend, stepsize, study, train  # noqa: F401  (each registers its commands)
+from . import catalog, recommend, results, stepsize, study, train  # noqa: F401  (each registers its commands)
 from .app import app
 
 

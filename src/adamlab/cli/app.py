@@ -3,6 +3,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from ..console import quiet_libraries
 
 app = typer.Typer(
     name="adamlab",
@@ -25,3 +26,4 @@ def _options(
                                           help="print adamlab's version and exit")] = False,
 ) -> None:
     """Which optimizer and which step size to fine-tune an LLM with, and the evidence."""
+    quiet_libraries()

@@ -16,16 +16,30 @@ from .options import bad_input_exits_2
 
 @app.command()
 def optimizers() -> None:
-    """List every registered optimizer: where it comes from, whether it is installed, and its aliases."""
-    table = Table(title="adamlab optimizers", title_justify="left")
-    for column in ("name", "source", "installed", "aliases", "algorithm"):
-        table.add_column(column, no_wrap=column != "algorithm")
-    for name, spec in sorted(registry.REGISTRY.items()):
-        installed = "yes" if spec.installed else f"[yellow]pip install 'adamlab[{spec.extra}]'[/]"
-        table.add_row(name, spec.source, installed, ", ".join(spec.aliases), spec.summary)
-    table.add_row("lookahead", "adamlab", "yes", "", "Lookahead(k, alpha) around any optimizer above (base=...)")
-    table.add_row("switch", "adamlab", "yes", "", "the optimizers above over step ranges (phases=..., milestones=...)")
-    Console().print(table)
+    """List every registered optimizer: where it comes from, whether it is installed, its aliases, its algorithm.
+    On a terminal a table that wraps to its width; piped, one tab-separated line per optimizer (nothing cut)."""
+    rows = [(name, spec.source, "yes" if spec.installed else f"no: [{spec.extra}]", ", ".join(spec.aliases),
+             spec.summary) for name, spec in sorted(registry.REGISTRY.items())]
+    rows.append(("lookahead", "adamlab", "yes", "", "Lookahead(k, alpha) around any optimizer above (base=...)"))
+    rows.append(("switch", "adamlab", "yes", "", "the optimizers above over step ranges (phases=..., milestones=...)"))
+    console = Console()
+    if not console.is_terminal:
+        print("\t".join(("name", "source", "installed", "aliases", "algorithm")))
+        for row in rows:
+            print("\t".join(row))
+        return
+    # No borders, the name whole (aliases under it) and the algorithm wrapping: it reads at 80 columns.
+    table = Table(title="adamlab optimizers", title_justify="left", box=None, pad_edge=False, header_style="bold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    table.add_column("installed", no_wrap=True)
+    table.add_column("algorithm", ratio=1)
+    for name, source, installed, aliases, summary in rows:
+        shown = f"{name}\n[dim]= {aliases}[/]" if aliases else name
+        table.add_row(shown, source, installed if installed == "yes" else f"[yellow]{installed}[/]", summary)
+    console.print(table)
+    if any(not spec.installed for spec in registry.REGISTRY.values()):
+        console.print("[dim]no: [EXTRA] means pip install 'adamlab[EXTRA]'[/]")
 
 
 @app.command()

@@ -28,7 +28,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 @app.command()
 def train(
     model: Annotated[str, typer.Option(help="built-in name (minilm, smollm2-135m, tiny-llama, tiny-qwen), folder or hub id")],
-    task: Annotated[str, typer.Option(help="ag_news, squad, commonsenseqa, gsm8k or sst2")],
+    task: Annotated[str, typer.Option(help="a task: ag_news, squad, commonsenseqa, gsm8k, sst2, a GLUE config (cola, mnli, ...), a corpus (c4, wikitext2), or your own .yaml/.jsonl task file")],
     out: Annotated[Path, typer.Option(help="run folder; resumes if it holds a checkpoint of the same run")],
     optimizer: Annotated[str, typer.Option(help="a name from `adamlab optimizers`")] = "adamw",
     lr: Annotated[float, typer.Option(help="base learning rate")] = 2e-4,
@@ -50,6 +50,7 @@ def train(
     lora_targets: Annotated[list[str] | None, typer.Option(help="module names (default: attention projections)")] = None,
     qlora: Annotated[bool, typer.Option(help="load the base model in 4-bit (CUDA + bitsandbytes)")] = False,
     max_seq_len: Annotated[int, typer.Option()] = 512,
+    tokenizer: Annotated[str | None, typer.Option(help="from-scratch models: tokenizer hub id, folder or byte-level")] = None,
     mask_prompt: Annotated[bool, typer.Option(help="train on the answer only")] = True,
     task_option: Annotated[list[str] | None, typer.Option(help="task option KEY=VALUE, e.g. prompt_style=adamdds")] = None,
     train_data: Annotated[str | None, typer.Option(help="local .jsonl or hub dataset id (default: bundled sample)")] = None,
@@ -72,7 +73,7 @@ def train(
 
     with bad_input_exits_2():  # RunMismatchError (a folder holding another run) is a ValueError too
         config = TrainConfig(
-            model=model, task=task, out=str(out), task_args=parse_pairs(task_option, "--task-option"),
+            model=model, task=task, out=str(out), tokenizer=tokenizer, task_args=parse_pairs(task_option, "--task-option"),
             optimizer=optimizer, lr=lr, optimizer_args=parse_pairs(opt, "--opt"), schedule=schedule,
             schedule_args=parse_pairs(sched, "--sched"), warmup_steps=warmup if 0 < warmup < 1 else int(warmup),
             steps=steps, batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=max_grad_norm or None,
@@ -113,12 +114,13 @@ def evaluate_command(
         if (run is None) == (model is None):
             raise ValueError("give exactly one of --run or --model")
         task_args = parse_pairs(task_option, "--task-option")
+        tokenizer = None
         if run is not None:
             config_file = run / "config.json"
             if not config_file.is_file():
                 raise FileNotFoundError(f"{run} is not a run folder (no config.json)")
             saved = json.loads(config_file.read_text())
-            model, task = saved["model"], task or saved["task"]
+            model, task, tokenizer = saved["model"], task or saved["task"], saved.get("tokenizer")
             if task == saved["task"]:  # the run's own evaluation unless told otherwise
                 task_args = task_args or saved["task_args"]
                 eval_data = eval_data or saved["eval_source"]
@@ -127,7 +129,7 @@ def evaluate_command(
         if task is None:
             raise ValueError("--task is required with --model")
         task_obj = get_task(task, **task_args)
-        loaded = load_model(model, num_labels=len(task_obj.answer_choices) or None)
+        loaded = load_model(model, num_labels=task_obj.num_labels, tokenizer=tokenizer)
         if run is not None:
             loaded.model = _with_trained_weights(loaded.model, run)
         examples = task_obj.load("eval", eval_data, eval_limit)
@@ -168,6 +170,6 @@ def merge(
             raise ValueError(f"{out} is not empty")
         saved = json.loads(config_file.read_text())
         task = get_task(saved["task"], **saved.get("task_args", {}))
-        loaded = load_model(saved["model"], num_labels=len(task.answer_choices) or None)
+        loaded = load_model(saved["model"], num_labels=task.num_labels)
         merged = merge_lora(_with_trained_weights(loaded.model, run), out, loaded.tokenizer)
     console.print(f"merged model written to {merged}")

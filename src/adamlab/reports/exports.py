@@ -28,7 +28,8 @@ ALGOPERF_FOLDER = "algoperf"
 FRAMEWORK = "pytorch"
 # The published study's metadata.task_type, by adamlab task kind.
 TASK_TYPES = {"classification": "text_classification", "multiple_choice": "multiple_choice_qa",
-              "extractive_qa": "extractive_qa", "math": "math_word_problems"}
+              "extractive_qa": "extractive_qa", "math": "math_word_problems", "regression": "text_regression",
+              "generation": "text_generation", "language_modeling": "language_modeling"}
 MIB = 1024 * 1024
 CLOCK_COLUMNS = ("global_step", "train/loss", "score", "accumulated_submission_time", "accumulated_eval_time",
                  "total_duration", "preemption_count")

@@ -15,7 +15,7 @@ from typing import Any
 from ..studies.store import Store, StudyRow, TrialRow
 from ..tasks import get_task
 
-COUNT_METRICS = ("n_total", "n_invalid")  # counts, reported but never ranked
+COUNT_METRICS = ("n_total", "n_invalid", "n_tokens")  # counts, reported but never ranked (n_tokens: perplexity's)
 TRAIN_LOSS = "train_loss"  # the loss of the last optimizer step
 
 
@@ -71,13 +71,17 @@ class ResultTable:
         return [m for m in self.metrics if m not in COUNT_METRICS and m != TRAIN_LOSS]
 
     def marks(self, metric: str) -> dict[int, str]:
-        """Row index -> "best" or "second" by mean (higher is better); ties share the mark."""
-        return rank_marks({i: row.mean(metric) for i, row in enumerate(self.rows)})
+        """Row index -> "best" or "second" by mean (higher is better, lower for losses); ties share the mark."""
+        return rank_marks({i: row.mean(metric) for i, row in enumerate(self.rows)}, metric)
 
 
-def rank_marks(means: dict[int, float | None]) -> dict[int, str]:
-    """Index -> "best" or "second" by mean, higher is better; ties share the mark, missing means get none."""
-    ranked = sorted({mean for mean in means.values() if mean is not None}, reverse=True)
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})  # language modelling's evaluation metrics
+
+
+def rank_marks(means: dict[int, float | None], metric: str = "") -> dict[int, str]:
+    """Index -> "best" or "second" by mean, higher is better except for ``LOWER_IS_BETTER`` metrics; ties share the
+    mark, missing means get none."""
+    ranked = sorted({mean for mean in means.values() if mean is not None}, reverse=metric not in LOWER_IS_BETTER)
     marks = {}
     for label, value in zip(("best", "second"), ranked):
         marks.update({i: label for i, mean in means.items() if mean == value})
@@ -190,7 +194,8 @@ class LayoutRow:
 
     def marks(self) -> dict[int, str]:
         """Column index -> "best" or "second" by mean across the configurations."""
-        return rank_marks({i: cell.mean(self.metric) for i, cell in enumerate(self.cells) if cell is not None})
+        return rank_marks({i: cell.mean(self.metric) for i, cell in enumerate(self.cells) if cell is not None},
+                          self.metric)
 
 
 @dataclass

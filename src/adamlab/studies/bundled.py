@@ -6,13 +6,13 @@ wins over a bundled name. ``adamlab init demo`` copies one out to edit.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from ..atomic import write_text
 
 SPECS_FOLDER = "specs"
 
@@ -57,9 +57,5 @@ def copy_study(name: str, destination: str | Path | None = None) -> Path:
         target = target / f"{name}.yaml"
     if target.exists():
         raise ValueError(f"{target} already exists; pass another destination")
-    # Written next to the target, then renamed: an interrupted copy never leaves half a spec behind.
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(bundled[name].read_text(encoding="utf-8"))
-    os.replace(temporary, target)
+    write_text(target, bundled[name].read_text(encoding="utf-8"))  # atomic: never half a spec
     return target

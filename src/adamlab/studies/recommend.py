@@ -599,7 +599,7 @@ def score_on_examples(run: Path, task: Task, examples: list[Example]) -> list[in
     """Load a finished run's trained weights and mark each of ``examples`` right (1) or wrong (0)."""
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     # The seed rebuilds the parts the run did not train and did not save: a tiny model's random base weights.
-    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
+    loaded = load_model(config.model, num_labels=task.num_labels, dtype=config.dtype,
                         seed=config.seed)
     if (run / "adapter").is_dir():
         from peft import PeftModel  # peft is imported only where adapters are loaded: it is slow to import

@@ -45,6 +45,7 @@ DDS_KEYS = ("alpha",)
 TRAIN_KEYS = {
     "limit": ("train_limit", "int?"),
     "source": ("train_source", "str?"),
+    "tokenizer": ("tokenizer", "str?"),  # from-scratch models: replaces the default tokenizer
     "grad_accum": ("grad_accum", "int"),
     "max_grad_norm": ("max_grad_norm", "number?"),
     "warmup_steps": ("warmup_steps", "warmup"),

@@ -32,8 +32,9 @@ class Example:
     messages: tuple[dict[str, str], ...]  # the prompt: optional {"role": "system", ...} then {"role": "user", ...}
     target: str  # the assistant turn used as the training target
     references: tuple[str, ...]  # every gold answer for scoring (SQuAD: all references)
-    label: int | None = None  # class / choice index (classification, multiple choice)
-    text: str | None = None  # raw input for encoder classification heads (ag_news, sst2)
+    label: int | float | None = None  # class / choice index (classification, multiple choice); a score (regression)
+    text: str | None = None  # raw input for encoder heads (ag_news, sst2, the first sentence of a GLUE pair)
+    text_pair: str | None = None  # the second sentence of a sentence-pair task, encoded as the tokenizer's pair
 
 
 class DataError(ValueError):
@@ -76,7 +77,7 @@ class Task(ABC):
     """
 
     name: ClassVar[str]
-    kind: ClassVar[str]  # "classification" | "multiple_choice" | "extractive_qa" | "math"
+    kind: ClassVar[str]  # "classification" | "multiple_choice" | "extractive_qa" | "math" | "regression" | ...
     primary_metric: ClassVar[str]  # the key of ``score``'s result a comparison ranks by
     prompt_styles: ClassVar[tuple[str, ...]] = ("default",)
     bundled_files: ClassVar[Mapping[str, str]]  # split -> file under adamlab/tasks/data
@@ -94,6 +95,14 @@ class Task(ABC):
                 raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
             self.max_new_tokens = max_new_tokens
         self.prompt_style = prompt_style
+
+    @property
+    def num_labels(self) -> int | None:
+        """Outputs of an encoder head for this task: one per class, one for a regression score, ``None`` for tasks
+        only a causal LM can do (multiple choice, generation, language modelling)."""
+        if self.kind == "regression":
+            return 1
+        return len(self.answer_choices) if self.kind == "classification" else None
 
     # ------------------------------------------------------------------------------------------ per task
 
@@ -141,6 +150,9 @@ class Task(ABC):
 
     def _read(self, split: str, source: str | None) -> Records:
         if source is None:
+            if split not in self.bundled_files:
+                raise DataError(f"{self.name}: adamlab bundles no {split} data for this task; give a local JSONL file "
+                                f"or a Hugging Face dataset id ({', '.join(self.hub_configs) or 'its hub id'})")
             file = resources.files(__package__).joinpath("data", *self.bundled_files[split].split("/"))
             return self._parse_text(file.read_text(encoding="utf-8"), str(file), json_document=False)
         if source.endswith((".jsonl", ".json")):

@@ -30,6 +30,7 @@ class TrainConfig:
     model: str
     task: str
     out: str | None = None  # the run folder; None for a run that is only planned (a study's trial, an estimate)
+    tokenizer: str | None = None  # from-scratch models only: replaces their default tokenizer
     task_args: dict[str, Any] = field(default_factory=dict)  # e.g. prompt_style="adamdds"
     optimizer: str = "adamw"
     lr: float = 2e-4
@@ -86,7 +87,7 @@ class TrainConfig:
             source = getattr(self, name)
             if source is not None and source.endswith((".jsonl", ".json")) and not Path(source).is_file():
                 raise FileNotFoundError(f"{name}: no data file at {source}")
-        get_schedule(self.schedule, self.steps, self.warmup_steps, **self.schedule_args)
+        get_schedule(self.schedule, self.steps, self.warmup_steps, base_lr=self.lr, **self.schedule_args)
         check_trackers(self.trackers)
         for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "eval_batch_size", "keep_checkpoints"):
             value = getattr(self, name)
@@ -142,7 +143,9 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
         ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at", "fused_optimizer"}  # same math
-        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored}))
+        # Fields added after studies were run count only when set, so existing trials keep their keys.
+        unset_later_fields = {name for name in ("tokenizer",) if getattr(self, name) is None}
+        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset_later_fields}))
 
     @property
     def out_dir(self) -> Path:

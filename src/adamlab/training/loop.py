@@ -27,8 +27,10 @@ import torch
 
 from ..atomic import check_writable_folder, finite_record, read_json, rewrite_jsonl, write_json
 from ..atomic import read_jsonl as atomic_read_jsonl
+from ..console import phase
 from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
+from ..models import peak_flops, training_flops_per_token
 from ..optim import create_optimizer, fused_optimizer_args
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -89,8 +91,10 @@ def _optimizer_mode(optimizer, mode: str) -> None:
 
 
 def _config_summary(optimizer) -> list[dict[str, Any]]:
-    return [{k: v for k, v in group.items() if k != "params"} | {"num_params": sum(p.numel() for p in group["params"])}
-            for group in optimizer.param_groups]
+    """Each param group's settings as plain JSON for the run record and the store: values JSON lacks (LDAdam's
+    decomposition dtype, a torch.dtype) are written as strings."""
+    return [json.loads(json.dumps({k: v for k, v in group.items() if k != "params"}, default=str))
+            | {"num_params": sum(p.numel() for p in group["params"])} for group in optimizer.param_groups]
 
 
 class _GracefulStop:
@@ -141,8 +145,12 @@ class Run:
     tokens_seen: int = 0
     steps: list[StepRecord] = field(default_factory=list)  # every step of the run, those before a resume included
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    # Model FLOPs utilisation = this x tokens/s: training FLOPs per token over the peak of the GPUs, on a known GPU
+    # and for a full-parameter causal LM (pre-training) only, since LoRA skips most of the FLOPs the estimate counts.
+    mfu_per_token_per_second: float | None = None
     step_log: JsonlLog | None = None  # the main process writes the run files
     eval_log: JsonlLog | None = None
+    show_progress: bool = False  # status lines while evaluating
 
     @property
     def is_main(self) -> bool:
@@ -182,7 +190,8 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     Everything that can fail on bad input (model, data, optimizer) happens before anything is written."""
     from accelerate import Accelerator
 
-    inputs = prepare_trial(config)
+    with phase(f"loading {config.model} and {config.task}", show_progress):
+        inputs = prepare_trial(config)
     eval_examples = inputs.task.load("eval", config.eval_source, config.eval_limit)
 
     # cpu=True without a GPU lets torchrun / `accelerate launch --multi_gpu` processes form a gloo group on CPUs.
@@ -207,10 +216,16 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
         config.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(config.out_dir / "config.json", config.to_dict(), indent=2)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return Run(config, accelerator, inputs, model, accelerator.unwrap_model(model), optimizer, scheduler,
+    unwrapped = accelerator.unwrap_model(model)
+    peak = peak_flops(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
+    full_causal_lm = inputs.loaded.head == "causal_lm" and config.lora is None
+    mfu_scale = (training_flops_per_token(unwrapped, config.max_seq_len) / (peak * accelerator.num_processes)
+                 if peak and full_causal_lm else None)
+    return Run(config, accelerator, inputs, model, unwrapped, optimizer, scheduler,
                lr_resolution, eval_examples, trainable,
                track_update=sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS,
-               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed))
+               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed), show_progress=show_progress,
+               mfu_per_token_per_second=mfu_scale)
 
 
 def resume(run: Run) -> None:
@@ -310,8 +325,11 @@ def train_step(run: Run) -> StepRecord | None:
     run.elapsed += seconds
     step_tokens = sum(len(e.input_ids) for e in batch_examples)
     run.tokens_seen += step_tokens
+    hardware = memory()  # with GPU utilisation on CUDA, and the model FLOPs utilisation where it is defined
+    if run.mfu_per_token_per_second:
+        hardware["mfu"] = run.mfu_per_token_per_second * step_tokens / seconds
     record = StepRecord(run.step, loss, lr, float(grad_norm), update_norm, seconds, step_tokens / seconds,
-                        run.order.epoch(run.step), memory())
+                        run.order.epoch(run.step), hardware)
     if run.is_main:
         run.steps.append(record)
         run.step_log.write(record.to_dict())
@@ -327,8 +345,10 @@ def evaluate_run(run: Run) -> EvalResult | None:
     if run.is_main:
         _optimizer_mode(run.optimizer, "eval")
         loaded = run.inputs.loaded
-        result = evaluate(run.unwrapped, loaded.tokenizer, loaded.head, run.inputs.task, run.eval_examples,
-                          mode=config.eval_mode, batch_size=config.eval_batch_size, max_seq_len=config.max_seq_len)
+        with phase(f"evaluating at step {run.step} on {len(run.eval_examples)} examples", run.show_progress):
+            result = evaluate(run.unwrapped, loaded.tokenizer, loaded.head, run.inputs.task, run.eval_examples,
+                              mode=config.eval_mode, batch_size=config.eval_batch_size,
+                              max_seq_len=config.max_seq_len)
         _optimizer_mode(run.optimizer, "train")
         line = {"step": run.step, **result.metrics, "seconds": result.seconds}
         run.evaluations.append(line)

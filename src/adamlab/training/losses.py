@@ -21,6 +21,8 @@ def summed_loss(model, batch: dict[str, torch.Tensor], head: str) -> torch.Tenso
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if head == "classifier":
+        if batch["labels"].is_floating_point():  # a regression head (STS-B): squared error, as HF's regression loss
+            return F.mse_loss(logits[:, 0], batch["labels"].to(logits.dtype), reduction="sum")
         return F.cross_entropy(logits, batch["labels"], reduction="sum")
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), reduction="sum",
                            ignore_index=IGNORE_INDEX)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from ..encoding import Encoded, encode_causal, encode_classifier
-from ..models import LoadedModel, apply_lora, check_sequence_length, load_model, model_head
+from ..encoding import Encoded, encode_causal, encode_classifier, pack_documents
+from ..models import SCRATCH_MODELS, LoadedModel, apply_lora, check_sequence_length, load_model, model_head
 from ..tasks import get_task
 from ..tasks.base import Task
 from .config import TrainConfig
@@ -27,10 +27,12 @@ def prepare_trial(config: TrainConfig) -> TrialInputs:
 
     set_seed(config.seed)
     task = get_task(config.task, **config.task_args)
-    if task.kind != "classification" and model_head(config.model) == "classifier":
+    if task.num_labels is None and model_head(config.model) == "classifier":
         raise ValueError(f"task {task.name!r} needs a causal LM; {config.model} is an encoder (it can only classify)")
-    loaded = load_model(config.model, num_labels=len(task.answer_choices) or None, dtype=config.dtype,
-                        quantize_4bit=config.quantize_4bit, seed=config.seed)
+    if config.model in SCRATCH_MODELS and config.lora is not None:
+        raise ValueError(f"{config.model} is pre-trained from scratch, every parameter trained: pass --lora none")
+    loaded = load_model(config.model, num_labels=task.num_labels, dtype=config.dtype,
+                        quantize_4bit=config.quantize_4bit, seed=config.seed, tokenizer=config.tokenizer)
     check_sequence_length(loaded, config.max_seq_len)
     if config.lora is not None:
         loaded = apply_lora(loaded, config.lora)
@@ -38,4 +40,6 @@ def prepare_trial(config: TrainConfig) -> TrialInputs:
                                                                             mask_prompt=config.mask_prompt)
     # Subsets are drawn with a fixed seed, not the run's: every seed of a comparison sees the same data.
     examples = task.load("train", config.train_source, config.train_limit)
+    if task.kind == "language_modeling":  # documents packed into rows of max_seq_len next-token targets
+        return TrialInputs(task, loaded, pack_documents(loaded.tokenizer, [e.text for e in examples], config.max_seq_len))
     return TrialInputs(task, loaded, [encode(loaded.tokenizer, e, config.max_seq_len) for e in examples])
