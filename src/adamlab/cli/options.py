@@ -18,14 +18,16 @@ BAD_INPUT = (ValueError, FileNotFoundError, ModelNotAvailableError, MissingDepen
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict:
     """``["weight_decay=0.01", "betas=(0.9, 0.95)"]`` -> ``{"weight_decay": 0.01, "betas": (0.9, 0.95)}``.
-    Values are Python literals where they parse as one, strings otherwise."""
+    Values are Python literals where they parse as one (``true``/``false`` too, as in YAML: otherwise the string
+    "false" would be a truthy flag), strings otherwise."""
     out = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
         try:
-            value = ast.literal_eval(raw.strip())
+            value = {"true": True, "false": False}.get(raw.strip().lower()) if raw.strip().lower() in (
+                "true", "false") else ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError):
             value = raw.strip()
         out[key.strip()] = value

@@ -107,13 +107,15 @@ def lr_command(
             max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, train_limit=train_limit,
         )
         _, resolution = resolve_lr(config, LRSource(lr_name), show_progress=progress, options=options)
+    # The suggestion holds for the planned run's batch size; another batch size needs --lr-scaling on train.
     record = resolution.record
+    console.print(f"for a run at batch size {config.batch_size}")
     if lr_name == "dds":
         _print_estimate(StepsizeEstimate.from_dict(record))
     else:
         _print_range_test(RangeTestResult(**{k: v for k, v in record.items() if k != "method"}), lr_name)
     if json_out is not None:
-        json_out.write_text(json.dumps(record, indent=2))
+        json_out.write_text(json.dumps({**record, "planned_batch_size": config.batch_size}, indent=2))
         console.print(f"record written to {json_out}")
 
 

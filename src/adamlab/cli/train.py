@@ -31,7 +31,8 @@ def train(
     task: Annotated[str, typer.Option(help="a task: ag_news, squad, commonsenseqa, gsm8k, sst2, a GLUE config (cola, mnli, ...), a corpus (c4, wikitext2), or your own .yaml/.jsonl task file")],
     out: Annotated[Path, typer.Option(help="run folder; resumes if it holds a checkpoint of the same run")],
     optimizer: Annotated[str, typer.Option(help="a name from `adamlab optimizers`")] = "adamw",
-    lr: Annotated[float, typer.Option(help="base learning rate")] = 2e-4,
+    lr: Annotated[float | None, typer.Option(help="base learning rate (default 2e-4; none for an optimizer in a "
+                                                  "mode that computes its own, e.g. adafactor_hf relative_step=true)")] = None,
     opt: Annotated[list[str] | None, typer.Option(help="optimizer hyperparameter KEY=VALUE (repeatable)")] = None,
     schedule: Annotated[str, typer.Option(help="a name from `adamlab schedules`")] = "constant",
     sched: Annotated[list[str] | None, typer.Option(help="schedule argument KEY=VALUE (repeatable)")] = None,
@@ -39,6 +40,9 @@ def train(
     steps: Annotated[int, typer.Option(help="optimizer steps")] = 100,
     batch_size: Annotated[int, typer.Option(help="examples per optimizer step (all processes)")] = 16,
     grad_accum: Annotated[int, typer.Option(help="micro-batches per step on each process")] = 1,
+    lr_scaling: Annotated[str | None, typer.Option(help="scale --lr from --base-batch-size to --batch-size: sqrt "
+                                                        "(Adam-style) or linear (SGD-style)")] = None,
+    base_batch_size: Annotated[int | None, typer.Option(help="the batch size --lr was tuned at (with --lr-scaling)")] = None,
     max_grad_norm: Annotated[float, typer.Option(help="gradient clipping norm; 0 turns clipping off")] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
     dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 weights")] = "auto",
@@ -70,13 +74,15 @@ def train(
     """Fine-tune MODEL on TASK with one optimizer and schedule, then evaluate on every evaluation example."""
     from ..training import TrainConfig
     from ..training import train as run_training
+    from ..training.config import DEFAULT_LR
 
     with bad_input_exits_2():  # RunMismatchError (a folder holding another run) is a ValueError too
         config = TrainConfig(
             model=model, task=task, out=str(out), tokenizer=tokenizer, task_args=parse_pairs(task_option, "--task-option"),
             optimizer=optimizer, lr=lr, optimizer_args=parse_pairs(opt, "--opt"), schedule=schedule,
             schedule_args=parse_pairs(sched, "--sched"), warmup_steps=warmup if 0 < warmup < 1 else int(warmup),
-            steps=steps, batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=max_grad_norm or None,
+            steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr_scaling=lr_scaling,
+            base_batch_size=base_batch_size, max_grad_norm=max_grad_norm or None,
             seed=seed, dtype=dtype, mixed_precision=mixed_precision,
             lora=lora_settings(lora, lora_r, lora_alpha, lora_dropout, lora_targets), quantize_4bit=qlora,
             max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, eval_source=eval_data,
@@ -84,6 +90,8 @@ def train(
             eval_batch_size=eval_batch_size, checkpoint_every=checkpoint_every, trackers=tracker or [],
             fused_optimizer=fused_optimizer,
         )
+        if lr is None and not config.computes_own_lr:
+            config.lr = DEFAULT_LR
         result = run_training(config, show_progress=progress)
     console.print(f"[bold]{result.status}[/] after {result.steps_completed} steps; results in {result.out_dir}")
     if result.metrics:

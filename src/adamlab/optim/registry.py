@@ -53,6 +53,16 @@ class OptimizerSpec:
     lr_source: str | None = None
     # Hyperparameters set unless given (unlike ``fixed``): the Hugging Face Trainer's choices for its optim= name.
     defaults: dict[str, Any] = field(default_factory=dict)
+    # Hyperparameter values under which the optimizer computes its own step size and takes no lr (HF Adafactor's
+    # relative_step=True), and the "module:Class" LR scheduler that reports the step size it uses; train, studies and
+    # recommend then neither take nor search an lr.
+    own_lr_when: dict[str, Any] = field(default_factory=dict)
+    own_lr_scheduler: str | None = None
+
+    def computes_own_lr(self, hparams: dict[str, Any]) -> bool:
+        """Whether ``hparams`` (the caller's, before defaults) put the optimizer in its learning-rate-free mode."""
+        chosen = {**self.defaults, **hparams, **self.fixed}
+        return bool(self.own_lr_when) and all(chosen.get(k) == v for k, v in self.own_lr_when.items())
 
     @property
     def installed(self) -> bool:
@@ -74,9 +84,9 @@ class OptimizerSpec:
 
 
 def _spec(name, summary, source, target, fixed=None, extra=None, aliases=(), from_model=None,
-          lr_source=None, defaults=None) -> OptimizerSpec:
+          lr_source=None, defaults=None, own_lr_when=None, own_lr_scheduler=None) -> OptimizerSpec:
     return OptimizerSpec(name, summary, source, target, fixed or {}, extra, tuple(aliases), from_model, lr_source,
-                         defaults=defaults or {})
+                         defaults=defaults or {}, own_lr_when=own_lr_when or {}, own_lr_scheduler=own_lr_scheduler)
 
 
 _SPECS = [
@@ -129,7 +139,8 @@ _SPECS = [
     # beta1 adds first-moment momentum. The defaults are the HF Trainer's optim="adafactor": an explicit lr.
     _spec("adafactor_hf", "Adafactor as transformers ships it: lr-free relative_step mode, optional beta1 momentum",
           "transformers", "transformers.optimization:Adafactor",
-          defaults={"relative_step": False, "scale_parameter": False, "warmup_init": False}),
+          defaults={"relative_step": False, "scale_parameter": False, "warmup_init": False},
+          own_lr_when={"relative_step": True}, own_lr_scheduler="transformers.optimization:AdafactorSchedule"),
     # Baselines of the Adam-mini paper, from pytorch-optimizer.
     _spec("lamb", "LAMB: Adam with a layer-wise trust ratio (You et al. 2020)", "pytorch_optimizer",
           "pytorch_optimizer:Lamb", extra="baselines"),

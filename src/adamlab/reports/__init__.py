@@ -63,6 +63,8 @@ def write_report(study_dir: str | Path) -> Report:
             raise ValueError(f"cannot write the report into {folder}: {error.strerror}") from None
         results = collect(store)
         curves = {trial.key: store.step_metrics(trial.key) for trial in store.trials()}
+        timelines = {trial.key: (store.run_record(trial.key) or {}).get("utilisation") or []
+                     for trial in store.trials()}
         exports = write_exports(store, folder, curves)
     finally:
         store.close()
@@ -85,5 +87,5 @@ def write_report(study_dir: str | Path) -> Report:
     summary_file = folder / "summary.json"
     summary_file.write_text(json.dumps(summary(results), indent=2), encoding="utf-8")
     page = folder / "report.html"
-    page.write_text(html_report(results, curves), encoding="utf-8")
+    page.write_text(html_report(results, curves, timelines), encoding="utf-8")
     return Report(folder, markdown, summary_file, tables, page, figures, exports, results)

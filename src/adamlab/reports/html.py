@@ -4,7 +4,7 @@ figure's data is in the page, and nothing is fetched, so it opens offline and ca
 The header holds the study, its trials by status, the tuning budget and (collapsed) the environments. Then, per
 model x task: the results table (the Markdown table's cells, best bold, second underlined), the loss and learning
 rate of every trial per step, the final metrics as bars (mean ± std over seeds), a radar across the metrics, memory
-and throughput per step, and, for dds learning rates, the step-size estimate α with its interval. Last, per task,
+and throughput per step, utilisation over wall time, and, for dds learning rates, the step-size estimate α with its interval. Last, per task,
 the published layout (a row per metric x model, a column per configuration). A configuration keeps its colour
 throughout.
 """
@@ -31,6 +31,7 @@ Curves = dict[str, list[dict[str, Any]]]  # trial key -> its step metrics, as St
 
 FIGURE_HEIGHT = 420
 MEMORY_KEYS = ("cuda_allocated_bytes", "rss_bytes")  # what a step records on a GPU, else on the CPU
+UTILISATION_KEYS = ("gpu_utilization", "cpu_percent")  # what the utilisation sampler records on a GPU, else the CPU
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MARKS = {"best": "<strong>{}</strong>", "second": "<u>{}</u>", None: "{}"}
 STYLE = """
@@ -47,12 +48,13 @@ pre { background: #f6f6f6; padding: 0.5rem; overflow-x: auto; }
 """
 
 
-def html_report(results: StudyResults, curves: Curves) -> str:
-    """The page. ``<body data-figures="N">`` says how many plots it draws, so a browser test can count them."""
+def html_report(results: StudyResults, curves: Curves, timelines: Curves | None = None) -> str:
+    """The page. ``<body data-figures="N">`` says how many plots it draws, so a browser test can count them.
+    ``timelines``: trial key -> its utilisation samples (the run record's ``utilisation``)."""
     sections, count = [], 0
     for table in results.tables:
         blocks = []
-        for figure, caption, wide in table_figures(table, curves):
+        for figure, caption, wide in table_figures(table, curves, timelines or {}):
             div = pio.to_html(figure, include_plotlyjs=False, full_html=False, config=PLOT_CONFIG,
                               div_id=f"figure-{count}")  # not random ids: the same store gives the same page
             blocks.append(f"<figure{' class=wide' if wide else ''}>{div}"
@@ -132,8 +134,16 @@ def published_table(table: PublishedTable) -> str:
     return f"<table class=published><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def table_figures(table: ResultTable, curves: Curves) -> list[tuple[go.Figure, str, bool]]:
+def table_figures(table: ResultTable, curves: Curves, timelines: Curves | None = None
+                  ) -> list[tuple[go.Figure, str, bool]]:
     """(figure, caption, full width) for one model x task; figures without data are left out."""
+    timelines = timelines or {}
+    samples = [sample for row in table.rows for trial in row.trials for sample in timelines.get(trial.key, [])]
+    busy_key = next((key for key in UTILISATION_KEYS if any(sample.get(key) is not None for sample in samples)), None)
+    utilisation = step_curves(table, timelines, lambda r: r.get(busy_key), "Utilisation", f"{busy_key} (%)",
+                              x_key="seconds") if busy_key else None
+    busy_kind = ("GPU utilisation (NVML)" if busy_key == "gpu_utilization"
+                 else "the process's CPU utilisation, percent of one core")
     records = [record for row in table.rows for trial in row.trials for record in curves.get(trial.key, [])]
     memory_key = next((key for key in MEMORY_KEYS
                        if any((record.get("memory") or {}).get(key) is not None for record in records)), None)
@@ -157,12 +167,14 @@ def table_figures(table: ResultTable, curves: Curves) -> list[tuple[go.Figure, s
         (memory, f"Memory per step: {memory_kind}.", False),
         (step_curves(table, curves, lambda r: r["tokens_per_second"], "Throughput", "tokens / s"),
          "Training throughput per step: the batch's tokens over the step's wall time.", False),
+        (utilisation, f"Utilisation over the run's wall time, sampled on a timer (evaluation included): "
+                      f"{busy_kind}.", False),
     ]
     return [(figure, caption, wide) for figure, caption, wide in candidates if figure]
 
 
 def step_curves(table: ResultTable, curves: Curves, value: Callable[[dict[str, Any]], float | None], title: str,
-                y_title: str, scale: float = 1.0) -> go.Figure | None:
+                y_title: str, scale: float = 1.0, x_key: str = "step") -> go.Figure | None:
     figure = go.Figure()
     for colour, row in zip(configuration_colours(len(table.rows)), table.rows):
         label = configuration_label(row)
@@ -172,12 +184,12 @@ def step_curves(table: ResultTable, curves: Curves, value: Callable[[dict[str, A
             if all(v is None for v in values):
                 continue
             figure.add_scatter(
-                x=[record["step"] for record in records], y=values, mode="lines", name=label, legendgroup=label,
+                x=[record[x_key] for record in records], y=values, mode="lines", name=label, legendgroup=label,
                 showlegend=not any(trace.legendgroup == label for trace in figure.data),
                 line={"color": colour, "dash": "dash" if trial.status == "diverged" else "solid"},
                 meta=f"{label}, seed {trial.seed} ({trial.status})",
-                hovertemplate="%{meta}<br>step %{x}: %{y:.4g}<extra></extra>")
-    return _layout(figure, title, "step", y_title) if figure.data else None
+                hovertemplate=f"%{{meta}}<br>{x_key} %{{x:.4g}}: %{{y:.4g}}<extra></extra>")
+    return _layout(figure, title, x_key, y_title) if figure.data else None
 
 
 def metric_bars(table: ResultTable) -> go.Figure | None:

@@ -47,6 +47,8 @@ TRAIN_KEYS = {
     "source": ("train_source", "str?"),
     "tokenizer": ("tokenizer", "str?"),  # from-scratch models: replaces the default tokenizer
     "grad_accum": ("grad_accum", "int"),
+    "lr_scaling": ("lr_scaling", "str?"),
+    "base_batch_size": ("base_batch_size", "int?"),
     "max_grad_norm": ("max_grad_norm", "number?"),
     "warmup_steps": ("warmup_steps", "warmup"),
     "dtype": ("dtype", "str"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ DDS_SAMPLES = 256  # examples the adam_dds step size is estimated on when the ru
 # adam_dds's optimizer_args that configure its step size, not Adam: a saved estimate, alpha's multiplier, the sample.
 DDS_ARGS = ("estimate", "multiplier", "samples")
 EVAL_MODES = ("auto", "generate", "score")
+DEFAULT_LR = 2e-4
+# How a learning rate tuned at base_batch_size carries to the run's batch size: alpha x sqrt(B / B0) for Adam-style
+# optimizers (the variance of the gradient estimate scales as 1/B), alpha x B / B0 for SGD-style ones.
+LR_SCALINGS = ("sqrt", "linear")
 
 
 @dataclass
@@ -33,7 +38,7 @@ class TrainConfig:
     tokenizer: str | None = None  # from-scratch models only: replaces their default tokenizer
     task_args: dict[str, Any] = field(default_factory=dict)  # e.g. prompt_style="adamdds"
     optimizer: str = "adamw"
-    lr: float = 2e-4
+    lr: float | None = DEFAULT_LR  # None (and only None) for an optimizer in a mode that computes its own step size
     optimizer_args: dict[str, Any] = field(default_factory=dict)  # every hyperparameter but lr
     schedule: str = "constant"
     schedule_args: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +47,10 @@ class TrainConfig:
     stop_at: int | None = None  # pause after this step with a checkpoint and an evaluation (successive halving)
     batch_size: int = 16  # examples per optimizer step, over all processes and micro-batches
     grad_accum: int = 1  # micro-batches per optimizer step on each process
+    # A fixed lr is taken as tuned at base_batch_size and scaled to batch_size by this rule (LR_SCALINGS) where the
+    # lr is resolved; an estimated lr (dds, range-test) is made at the run's own batch size and is not rescaled.
+    lr_scaling: str | None = None
+    base_batch_size: int | None = None
     max_grad_norm: float | None = 1.0
     seed: int = 0
     dtype: str = "auto"
@@ -72,7 +81,18 @@ class TrainConfig:
             raise ValueError("give the learning rate as lr, not inside optimizer_args")
         # Building the optimizer on a throwaway parameter runs every hyperparameter check now, not mid-run.
         hparams, dds_args = self.split_optimizer_args()
-        create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=self.lr, **hparams)
+        if self.computes_own_lr:
+            if self.lr is not None:
+                raise ValueError(f"{self.optimizer} with {self.optimizer_args} computes its own step size: give no lr "
+                                 f"(lr=None)")
+            if self.schedule != "constant" or self.warmup_steps:
+                raise ValueError(f"{self.optimizer} with {self.optimizer_args} schedules its own step size: use the "
+                                 f"constant schedule and no warmup")
+        elif self.lr is None:
+            raise ValueError(f"{self.optimizer} needs a learning rate (lr); only an optimizer in a mode that computes "
+                             f"its own step size (e.g. adafactor_hf with relative_step=true) takes none")
+        lr = {} if self.lr is None else {"lr": self.lr}
+        create_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], **lr, **hparams)
         fused_optimizer_args(self.optimizer, torch.nn.Linear(1, 1), self.fused_optimizer, hparams)
         if self.lr_source == "dds":  # the step size comes from an estimate, given or made before step 1
             samples = dds_args.get("samples", DDS_SAMPLES)
@@ -100,6 +120,17 @@ class TrainConfig:
         if self.stop_at is not None and (isinstance(self.stop_at, bool) or not isinstance(self.stop_at, int)
                                          or not 1 <= self.stop_at <= self.steps):
             raise ValueError(f"stop_at must be an int in 1..steps ({self.steps}) or None, got {self.stop_at!r}")
+        if self.lr_scaling is not None:
+            if self.lr_scaling not in LR_SCALINGS:
+                raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)} or None; got {self.lr_scaling!r}")
+            if isinstance(self.base_batch_size, bool) or not isinstance(self.base_batch_size, int) \
+                    or self.base_batch_size < 1:
+                raise ValueError(f"lr_scaling {self.lr_scaling} needs base_batch_size, the batch size the lr was "
+                                 f"tuned at (an int >= 1); got {self.base_batch_size!r}")
+            if self.computes_own_lr:
+                raise ValueError(f"{self.optimizer} computes its own step size: there is no lr to scale")
+        elif self.base_batch_size is not None:
+            raise ValueError("base_batch_size is used only with lr_scaling (sqrt or linear)")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -123,6 +154,21 @@ class TrainConfig:
         key = resolve_name(self.optimizer)
         return REGISTRY[key].lr_source if key in REGISTRY else None
 
+    @property
+    def lr_batch_factor(self) -> float:
+        """The factor lr_scaling applies to a fixed lr: sqrt(batch_size / base_batch_size), the ratio itself for
+        ``linear``, 1 without scaling."""
+        if self.lr_scaling is None:
+            return 1.0
+        ratio = self.batch_size / self.base_batch_size
+        return math.sqrt(ratio) if self.lr_scaling == "sqrt" else ratio
+
+    @property
+    def computes_own_lr(self) -> bool:
+        """Whether the optimizer, with these hyperparameters, computes its own step size (the registry says when)."""
+        key = resolve_name(self.optimizer)
+        return key in REGISTRY and REGISTRY[key].computes_own_lr(self.optimizer_args)
+
     def split_optimizer_args(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``optimizer_args`` as (the optimizer's hyperparameters, the arguments of its learning-rate source)."""
         if self.lr_source != "dds":
@@ -144,7 +190,8 @@ class TrainConfig:
         """What makes two runs the same run: everything but the bookkeeping of where and how often to save."""
         ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at", "fused_optimizer"}  # same math
         # Fields added after studies were run count only when set, so existing trials keep their keys.
-        unset_later_fields = {name for name in ("tokenizer",) if getattr(self, name) is None}
+        unset_later_fields = {name for name in ("tokenizer", "lr_scaling", "base_batch_size")
+                              if getattr(self, name) is None}
         return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset_later_fields}))
 
     @property

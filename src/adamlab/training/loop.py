@@ -15,6 +15,7 @@ matter for trusting the numbers:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import signal
@@ -32,6 +33,7 @@ from ..encoding import collate
 from ..evaluation import EvalResult, evaluate
 from ..models import peak_flops, training_flops_per_token
 from ..optim import create_optimizer, fused_optimizer_args
+from ..optim.registry import REGISTRY, resolve_name
 from ..schedules import create_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -40,7 +42,8 @@ from .lr_source import LRResolution, resolve_lr
 from .order import ExampleOrder
 from .records import RunRecord, StepRecord
 from .setup import TrialInputs, prepare_trial
-from .telemetry import JsonlLog, environment, memory, peak_rss_bytes, progress_bar
+from .telemetry import (UTILISATION_FILE, JsonlLog, UtilisationSampler, environment, memory, peak_rss_bytes,
+                        progress_bar)
 
 # The update norm needs a copy of the trainable weights from before the step: nothing next to LoRA adapters, a second
 # model in a full fine-tune. Above this many trainable elements (512 MiB in fp32) it is not recorded (None).
@@ -151,6 +154,7 @@ class Run:
     step_log: JsonlLog | None = None  # the main process writes the run files
     eval_log: JsonlLog | None = None
     show_progress: bool = False  # status lines while evaluating
+    sampler: UtilisationSampler | None = None  # the main process's utilisation timeline
 
     @property
     def is_main(self) -> bool:
@@ -166,9 +170,13 @@ def train(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
     if finished is not None:
         return finished
     run = prepare(config, show_progress)
-    resume(run)
-    status, diverged_at = run_steps(run, show_progress)
-    return finish(run, status, diverged_at)
+    try:
+        resume(run)
+        status, diverged_at = run_steps(run, show_progress)
+        return finish(run, status, diverged_at)
+    finally:  # a run that raises stops its sampler too
+        if run.sampler is not None:
+            run.sampler.stop()
 
 
 def finished_run(config: TrainConfig) -> TrainResult | None:
@@ -209,8 +217,9 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
                                    show_progress=show_progress and accelerator.is_main_process)
     hparams = config.split_optimizer_args()[0]
     fused = fused_optimizer_args(config.optimizer, model, config.fused_optimizer, hparams)
-    optimizer = create_optimizer(config.optimizer, model, lr=lr, **hparams, **fused)
-    scheduler = create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
+    optimizer = create_optimizer(config.optimizer, model, **({} if lr is None else {"lr": lr}), **hparams, **fused)
+    scheduler = _own_lr_scheduler(config, optimizer) if lr is None else \
+        create_scheduler(optimizer, config.schedule, config.steps, config.warmup_steps, **config.schedule_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +237,14 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
                mfu_per_token_per_second=mfu_scale)
 
 
+def _own_lr_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """For an optimizer that computes its own step size: the registry's scheduler that only reports that step
+    size, so the step records and checkpoints read as for any other run."""
+    spec = REGISTRY[resolve_name(config.optimizer)]
+    module, name = spec.own_lr_scheduler.split(":")
+    return getattr(importlib.import_module(module), name)(optimizer)
+
+
 def resume(run: Run) -> None:
     """Continue from the latest checkpoint, if any: weights, optimizer, schedule and RNG states, the step, and
     the run files cut back to that step. Starts the trackers."""
@@ -242,6 +259,7 @@ def resume(run: Run) -> None:
         run.eval_log = JsonlLog(out / "evals.jsonl", resume_step)
         run.steps = [StepRecord.from_dict(line) for line in run.step_log.kept]
         run.evaluations = list(run.eval_log.kept)
+        run.sampler = UtilisationSampler(JsonlLog(out / UTILISATION_FILE, resume_step), lambda: run.step).start()
     if config.trackers:
         # Trackers take flat scalars as hyperparameters: nested settings go in as JSON strings.
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
@@ -309,7 +327,7 @@ def train_step(run: Run) -> StepRecord | None:
         grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in trainable])))
-    lr = run.optimizer.param_groups[0]["lr"]
+    lr = float(run.optimizer.param_groups[0]["lr"])  # a tensor where the optimizer computes it (HF Adafactor)
     before = [p.detach().clone() for p in trainable] if run.track_update else None
     run.optimizer.step()
     run.scheduler.step()
@@ -371,6 +389,8 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
     predictions.jsonl and result.json."""
     config, out = run.config, run.config.out_dir
     final = evaluate_run(run) if status in ("done", "paused") else None
+    if run.sampler is not None:
+        run.sampler.stop()
     inner = getattr(run.optimizer, "optimizer", run.optimizer)
     encoded = run.inputs.encoded
     record = RunRecord(
@@ -394,6 +414,7 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
                                                              if torch.cuda.is_available() else {})},
         processes=run.accelerator.num_processes,
         environment=environment(),
+        utilisation=read_jsonl(out / UTILISATION_FILE),
     )
     predictions = final.predictions if final is not None else []
     if run.is_main:

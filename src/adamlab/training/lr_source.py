@@ -52,6 +52,7 @@ from .losses import training_loss
 from .setup import TrialInputs, prepare_trial
 
 FIXED = "fixed"
+OWN = "optimizer"  # the optimizer computes its own step size (TrainConfig.computes_own_lr): the run takes no lr
 ProgressFn = Callable[[int, int | None], None]  # (done, total) of the estimate's own steps
 
 
@@ -165,11 +166,13 @@ class LRResolution:
     method: str
     multiplier: float
     estimate: float | None
-    lr: float
+    lr: float | None  # None: the optimizer computes its own step size
     cost_seconds: float
     cached: bool
     path: str | None
     record: dict[str, Any] | None  # the estimate's own JSON record (its diagnostics)
+    # A fixed lr's batch-size scaling (TrainConfig.lr_scaling): rule, base and run batch sizes, the factor applied.
+    batch_scaling: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The summary a run's result.json keeps (the full record is in the cache file)."""
@@ -193,16 +196,26 @@ def resolve_lr(
     inputs: TrialInputs | None = None,
     show_progress: bool = False,
     options: dict[str, Any] | None = None,
-) -> tuple[float, LRResolution]:
+) -> tuple[float | None, LRResolution]:
     """The learning rate of the run ``config`` plans, from ``source`` (default: the one the config declares).
 
     ``cache``: the JSON file an estimate is read from when it exists and written to otherwise (atomically); by
     default the run folder's file when the config has an ``out`` folder. For a run's ``adam_dds``, an
     ``estimate=<file>`` in its optimizer_args is that file. ``inputs``: the prepared trial, when the caller has
-    it (otherwise it is prepared from ``config``). ``options`` go to the method's estimator."""
+    it (otherwise it is prepared from ``config``). ``options`` go to the method's estimator.
+
+    A run whose optimizer computes its own step size (``config.computes_own_lr``) resolves to lr None."""
+    if source is None and config.computes_own_lr:
+        return None, LRResolution(OWN, OWN, 1.0, None, None, 0.0, False, None, None)
     source = source or source_of(config)
     if not source.estimated:
-        return source.value, LRResolution(str(source), FIXED, 1.0, None, source.value, 0.0, False, None, None)
+        if config.lr_scaling is None:
+            return source.value, LRResolution(str(source), FIXED, 1.0, None, source.value, 0.0, False, None, None)
+        factor = config.lr_batch_factor
+        scaling = {"rule": config.lr_scaling, "base_batch_size": config.base_batch_size,
+                   "batch_size": config.batch_size, "factor": factor, "unscaled_lr": source.value}
+        lr = source.value * factor
+        return lr, LRResolution(str(source), FIXED, 1.0, None, lr, 0.0, False, None, None, scaling)
     method = lr_method(source.method)
     _, args = config.split_optimizer_args()
     given = args.get("estimate") if config.lr_source == source.method else None

@@ -62,6 +62,9 @@ class RunRecord:
     peak_memory: dict[str, Any]
     processes: int
     environment: dict[str, Any]
+    # The utilisation timeline (utilisation.jsonl: telemetry.UtilisationSampler's samples), so a study's store and
+    # report have it without the run folder.
+    utilisation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
