@@ -26,6 +26,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 def test_an_alias_bomb_exits_2_within_a_second(tmp_path):
     spec = tmp_path / "bomb.yaml"
     spec.write_text(BILLION_LAUGHS)
+    runner.invoke(app, ["validate", str(tmp_path / "missing.yaml")])  # imports done: the bomb alone is timed
     started = time.perf_counter()
     result = runner.invoke(app, ["validate", str(spec)])
     assert time.perf_counter() - started < 1.0
