@@ -34,7 +34,9 @@ def test_the_same_seed_gives_the_training_runs_w0_and_the_same_alpha(tmp_path):
         assert run("lr", *TINY, "--horizon", "steps", "--steps", "100", "--no-progress", "--json",
                    tmp_path / f"{name}.json").exit_code == 0
     first, second = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("a", "b"))
-    assert first["alpha"] == second["alpha"] and first["horizon_mode"] == "steps"
+    assert first["estimate"]["alpha"] == second["estimate"]["alpha"]
+    assert first["estimate"]["horizon_mode"] == "steps" and first["lr"] == first["estimate"]["alpha"]
+    assert {"method", "optimizer", "lr", "horizon", "cost_seconds", "diagnostics"} <= set(first)
 
 
 def test_the_authors_preset(tmp_path):
@@ -42,8 +44,10 @@ def test_the_authors_preset(tmp_path):
                  "--max-seq-len", "64", "--preset", "authors_llm", "--no-progress", "--json", tmp_path / "lr.json")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "lr.json").read_text())
-    assert (record["T"], record["method"], record["batch_size"], record["preset"]) == (1, "power_h2", 1,
-                                                                                        "authors_llm")
+    estimate = record["estimate"]
+    assert record["method"] == "dds"
+    assert (estimate["T"], estimate["method"], estimate["batch_size"], estimate["preset"]) == (1, "power_h2", 1,
+                                                                                               "authors_llm")
 
 
 def test_the_range_test_runs_on_the_same_model_and_data(tmp_path):

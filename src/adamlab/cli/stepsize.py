@@ -126,7 +126,11 @@ def lr_command(
         console.print(f"[bold red]{warning}[/]")
     if json_out is not None:
         if "alpha" in record:  # the AdamDDS estimate record, which `adam_dds --opt estimate=FILE` reads back
-            json_out.write_text(json.dumps({**record, "planned_batch_size": config.batch_size}, indent=2))
+            context = {"method": lr_name, "optimizer": config.optimizer, "lr": lr, "horizon": config.steps,
+                       "planned_batch_size": config.batch_size, "cost_seconds": resolution.cost_seconds,
+                       "warning": warning,
+                       "diagnostics": {key: record[key] for key in ("L0", "K_hat", "alpha_interval") if key in record}}
+            json_out.write_text(json.dumps({**context, "estimate": record}, indent=2))
         else:
             json_out.write_text(json.dumps(_lr_record(record, lr_name, config, resolution.cost_seconds, warning),
                                            indent=2))

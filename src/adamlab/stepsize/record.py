@@ -152,7 +152,11 @@ class StepsizeEstimate:
         if not path.is_file():
             raise FileNotFoundError(f"no step-size estimate at {path}")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
+            # `adamlab lr --json` wraps the estimate with how it resolved (method, lr, batch size, ...).
+            if isinstance(record.get("estimate"), dict):
+                record = record["estimate"]
+            return cls.from_dict(record)
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path} is not a step-size estimate record ({error})") from None
 
