@@ -22,6 +22,9 @@ def missing_optimizers(name: str) -> list[str]:
     return [o for o in NEEDS.get(name, ()) if o not in registry.REGISTRY or not registry.REGISTRY[o].installed]
 
 
+# The pre-training and GLUE studies of the workloads (docs/protocols.md)
+WORKLOADS = {"pretrain_cpu.yaml", "pretrain_c4_llama.yaml", "adam_mini_gpt2.yaml", "glue_ldadam.yaml",
+             "glue_minilm_cpu.yaml"}
 RECOMMEND = {"recommend_demo.yaml"}  # `mode: recommend` specs, read by `adamlab recommend`
 
 
@@ -44,7 +47,7 @@ def test_bundled_recommendations_load_by_name(tmp_path):
 
 
 def test_the_bundled_studies_are_all_there():
-    assert {p.name for p in STUDIES.glob("*.yaml")} == {"demo.yaml", "smollm2_cpu.yaml", "adamdds_paper.yaml",
+    assert {p.name for p in STUDIES.glob("*.yaml")} == {"demo.yaml", "smollm2_cpu.yaml", "adamdds_paper.yaml", *WORKLOADS,
                                                         "hybrid_csqa.yaml", "memory_efficient.yaml", *RECOMMEND}
 
 
@@ -54,7 +57,7 @@ def test_bundled_studies_resolve_by_name_and_a_path_wins(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").write_text("name: mine\n")  # a file of that name is the user's spec
     assert resolve_spec("demo") == Path("demo")
-    with pytest.raises(FileNotFoundError, match="bundled studies: adamdds_paper, demo, "):
+    with pytest.raises(FileNotFoundError, match="bundled studies: adam_mini_gpt2, adamdds_paper, demo, "):
         resolve_spec("dmo")
     with pytest.raises(FileNotFoundError, match="no study spec at sub/demo.yaml"):
         resolve_spec("sub/demo.yaml")  # a path is never taken for a bundled name
@@ -67,7 +70,7 @@ def test_copy_study_writes_an_editable_copy_and_never_overwrites(tmp_path):
     assert load_spec(written).name == "demo"
     with pytest.raises(ValueError, match="already exists"):
         copy_study("demo", written)
-    with pytest.raises(ValueError, match="bundled studies: adamdds_paper"):
+    with pytest.raises(ValueError, match="bundled studies: adam_mini_gpt2, adamdds_paper"):
         copy_study("dem", tmp_path / "x.yaml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.yaml"]  # no temporary file left behind
 
@@ -84,4 +87,4 @@ def test_cli_version_studies_and_init(tmp_path):
     result = runner.invoke(app, ["init", "smollm2_cpu", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "already exists" in result.output
     result = runner.invoke(app, ["validate", "no_such_study"])
-    assert result.exit_code == 2 and "bundled studies: adamdds_paper" in result.output
+    assert result.exit_code == 2 and "bundled studies: adam_mini_gpt2, adamdds_paper" in result.output
