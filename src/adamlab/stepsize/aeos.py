@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .hvp import HessianVectorProduct, Vector, resolve_parameters
+from .hvp import HessianVectorProduct, Vector, resolve_parameters, restored_afterwards
 from .spectral import _added, _dot, _norm, _scaled, random_unit_vector, seeded_generator, spectral_norm
 
 LION_EPS = 1e-8  # Lion has no eps of its own; this keeps P invertible where the momentum is exactly zero
@@ -241,49 +241,37 @@ def aeos_bound(
         raise ValueError("no examples for the AEoS bound")
     tensors = [p for _, p in resolve_parameters(model, params)]
     started = time.perf_counter()
-    saved_values = [p.detach().clone() for p in tensors]
-    saved_grads = [p.grad for p in tensors]
-    was_training = model.training
-    devices = sorted({p.device.index or 0 for p in tensors if p.device.type == "cuda"})
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            order = seeded_batches(len(data), batch_size, seed, "aeos")
-            optimizer = make_optimizer(tensors, warmup_lr)
-            model.train()
-            warmup_loss = []
-            for _ in range(warmup_steps):
-                for p in tensors:
-                    p.grad = None
-                loss = loss_fn(model, [data[i] for i in next(order)])
-                if not torch.isfinite(loss):
-                    raise ValueError(f"the loss is not finite during the AEoS warm-up at lr {warmup_lr}")
-                loss.backward()
-                optimizer.step()
-                warmup_loss.append(loss.item())
-                if progress is not None:
-                    progress(len(warmup_loss), warmup_steps + n_batches)
+    with restored_afterwards(model, tensors, seed):
+        order = seeded_batches(len(data), batch_size, seed, "aeos")
+        optimizer = make_optimizer(tensors, warmup_lr)
+        model.train()
+        warmup_loss = []
+        for _ in range(warmup_steps):
             for p in tensors:
                 p.grad = None
-            preconditioner = optimizer_preconditioner(optimizer, tensors)
-            del optimizer
-            model.eval()
-            results = []
-            for b in range(n_batches):
-                batch = [data[i] for i in next(order)]
-                product = HessianVectorProduct(lambda: loss_fn(model, batch), tensors, model=model)
-                start = random_unit_vector(tensors, seeded_generator(seed, "aeos", b))
-                results.append(preconditioned_sharpness(product, preconditioner.diagonal, start,
-                                                        active=preconditioner.active, max_iter=max_iter, rtol=rtol))
-                del product
-                if progress is not None:
-                    progress(warmup_steps + b + 1, warmup_steps + n_batches)
-    finally:
-        with torch.no_grad():
-            for p, value, grad in zip(tensors, saved_values, saved_grads):
-                p.copy_(value)
-                p.grad = grad
-        model.train(was_training)
+            loss = loss_fn(model, [data[i] for i in next(order)])
+            if not torch.isfinite(loss):
+                raise ValueError(f"the loss is not finite during the AEoS warm-up at lr {warmup_lr}")
+            loss.backward()
+            optimizer.step()
+            warmup_loss.append(loss.item())
+            if progress is not None:
+                progress(len(warmup_loss), warmup_steps + n_batches)
+        for p in tensors:
+            p.grad = None
+        preconditioner = optimizer_preconditioner(optimizer, tensors)
+        del optimizer
+        model.eval()
+        results = []
+        for b in range(n_batches):
+            batch = [data[i] for i in next(order)]
+            product = HessianVectorProduct(lambda: loss_fn(model, batch), tensors, model=model)
+            start = random_unit_vector(tensors, seeded_generator(seed, "aeos", b))
+            results.append(preconditioned_sharpness(product, preconditioner.diagonal, start,
+                                                    active=preconditioner.active, max_iter=max_iter, rtol=rtol))
+            del product
+            if progress is not None:
+                progress(warmup_steps + b + 1, warmup_steps + n_batches)
 
     sharpness = max(r.sharpness for r in results)
     return AEoSBound(

@@ -21,7 +21,8 @@ kernels have neither forward-mode derivatives nor double backward.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +57,27 @@ def resolve_parameters(model: nn.Module | None, params: str | Sequence[Tensor]) 
     if frozen:
         raise ValueError(f"parameters must require grad; {frozen[0]!r} does not")
     return named
+
+
+@contextmanager
+def restored_afterwards(model: nn.Module, tensors: Sequence[Tensor], seed: int) -> Iterator[None]:
+    """Take trial steps from the model's current point under a seeded RNG: the parameters, their gradients, the
+    training mode and the global RNG state are put back on exit, so a probe (the range test, the AEoS warm-up)
+    leaves the run it serves exactly where it was."""
+    saved_values = [p.detach().clone() for p in tensors]
+    saved_grads = [p.grad for p in tensors]
+    was_training = model.training
+    devices = sorted({p.device.index or 0 for p in tensors if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        with torch.no_grad():
+            for p, value, grad in zip(tensors, saved_values, saved_grads):
+                p.copy_(value)
+                p.grad = grad
+        model.train(was_training)
 
 
 class _LossAsModule(nn.Module):

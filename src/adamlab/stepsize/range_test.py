@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..optim import create_optimizer
-from .hvp import resolve_parameters
+from .hvp import resolve_parameters, restored_afterwards
 from .spectral import seeded_generator
 
 RULES = ("steepest", "min_div_10")
@@ -103,43 +103,31 @@ def lr_range_test(
     average, stopped_early = 0.0, False
 
     started = time.perf_counter()
-    saved_values = [p.detach().clone() for p in tensors]
-    saved_grads = [p.grad for p in tensors]
-    was_training = model.training
-    devices = sorted({p.device.index or 0 for p in tensors if p.device.type == "cuda"})
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            model.train()
-            order = _batches(len(data), batch_size, seed)
-            for k in range(num_steps):
-                lr = min_lr * ratio ** (k / (num_steps - 1))
-                for group in optim.param_groups:
-                    group["lr"] = lr
-                for p in tensors:
-                    p.grad = None
-                loss = loss_fn(model, [data[i] for i in next(order)])
-                value = loss.item()
-                lrs.append(lr)
-                losses.append(value)
-                if not math.isfinite(value):
-                    stopped_early = True
-                    break
-                average = smoothing * average + (1 - smoothing) * value
-                smoothed.append(average / (1 - smoothing ** (k + 1)))
-                if progress is not None:
-                    progress(k + 1, num_steps)
-                if smoothed[-1] > diverge_factor * min(smoothed):
-                    stopped_early = True
-                    break
-                loss.backward()
-                optim.step()
-    finally:
-        with torch.no_grad():
-            for p, value, grad in zip(tensors, saved_values, saved_grads):
-                p.copy_(value)
-                p.grad = grad
-        model.train(was_training)
+    with restored_afterwards(model, tensors, seed):
+        model.train()
+        order = _batches(len(data), batch_size, seed)
+        for k in range(num_steps):
+            lr = min_lr * ratio ** (k / (num_steps - 1))
+            for group in optim.param_groups:
+                group["lr"] = lr
+            for p in tensors:
+                p.grad = None
+            loss = loss_fn(model, [data[i] for i in next(order)])
+            value = loss.item()
+            lrs.append(lr)
+            losses.append(value)
+            if not math.isfinite(value):
+                stopped_early = True
+                break
+            average = smoothing * average + (1 - smoothing) * value
+            smoothed.append(average / (1 - smoothing ** (k + 1)))
+            if progress is not None:
+                progress(k + 1, num_steps)
+            if smoothed[-1] > diverge_factor * min(smoothed):
+                stopped_early = True
+                break
+            loss.backward()
+            optim.step()
 
     if not smoothed:
         raise ValueError(f"the loss is not finite at min_lr={min_lr}: nothing to suggest")
