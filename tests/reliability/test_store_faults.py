@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from adamlab.cli import app
 from adamlab.studies import Owner, Store, TrialOutcome, expand_trials, parse_spec
-from adamlab.studies.store import STORE_FILE, StoreError
+from adamlab.studies.store import STORE_FILE
 
 from ..studies.tiny import TINY_SPEC, write_spec
 from .conftest import read_only

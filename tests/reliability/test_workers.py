@@ -1,6 +1,5 @@
 """Workers die with their coordinator, and a reclaimed trial waits for every process of its previous attempt."""
 
-import os
 import signal
 import subprocess
 import sys
