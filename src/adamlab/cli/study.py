@@ -31,7 +31,9 @@ def _primary_score(trial, metrics: dict) -> str:
 
 
 def _describe(trial) -> str:
-    return (f"{trial.model} · {trial.task} · {trial.arm} · {trial.schedule} · lr {trial.lr:g} · seed {trial.seed} "
+    from ..training.lr_source import format_lr
+
+    return (f"{trial.model} · {trial.task} · {trial.arm} · {trial.schedule} · lr {format_lr(trial.lr)} · seed {trial.seed} "
             f"[dim]{trial.key}[/]")
 
 
@@ -108,6 +110,7 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
     """How far a study is: trials by status, then one line per trial."""
     from ..studies.store import STALE_AFTER_SECONDS, Store, is_abandoned
     from ..studies.trials import KEY_LENGTH
+    from ..training.lr_source import format_lr
 
     with bad_input_exits_2():
         store = Store.open(study_dir, read_only=True)
@@ -130,7 +133,7 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
             note = trial.error or ""
         else:
             note = _primary_score(trial, finals.get(trial.key, {}))
-        table.add_row(trial.key, trial.model, trial.task, trial.arm, trial.schedule, f"{trial.lr:g}", str(trial.seed),
+        table.add_row(trial.key, trial.model, trial.task, trial.arm, trial.schedule, format_lr(trial.lr), str(trial.seed),
                       trial.status, str(trial.attempts), "" if trial.steps_completed is None else str(trial.steps_completed),
                       "" if trial.wall_seconds is None else f"{trial.wall_seconds:.1f}", note)
     console.print(table)

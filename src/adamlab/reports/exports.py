@@ -22,6 +22,7 @@ from ..studies.store import Store, StudyRow, TrialRow
 from ..studies.trials import trial_folder
 from ..tasks import get_task
 from ..tasks.base import Task
+from ..training.lr_source import format_lr
 
 BENCHMARK_FOLDER = "benchmark"
 ALGOPERF_FOLDER = "algoperf"
@@ -42,7 +43,7 @@ def slug(text: str) -> str:
 
 def configuration_name(trial: TrialRow) -> str:
     """A fine-tuned model's name: what the published study called "adamw" or "hybrid", made unique per trial."""
-    return slug(f"{trial.arm}-{trial.schedule}-lr{trial.lr:g}-seed{trial.seed}")
+    return slug(f"{trial.arm}-{trial.schedule}-lr{format_lr(trial.lr)}-seed{trial.seed}")
 
 
 def write_exports(store: Store, folder: Path, curves: dict[str, list[dict[str, Any]]]) -> list[Path]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..studies.store import Store, StudyRow, TrialRow
 from ..tasks import get_task
+from ..training.lr_source import format_lr
 
 COUNT_METRICS = ("n_total", "n_invalid", "n_tokens")  # counts, reported but never ranked (n_tokens: perplexity's)
 TRAIN_LOSS = "train_loss"  # the loss of the last optimizer step
@@ -26,7 +27,7 @@ class ConfigurationResult:
     arm: str
     optimizer: str
     schedule: str
-    lr: float
+    lr: float | None  # None: the optimizer computes its own step size
     lr_label: str
     trials: list[TrialRow]  # in seed order
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # trial key -> final metrics, done trials only
@@ -145,7 +146,7 @@ def _metric_order(table: ResultTable) -> list[str]:
 def _lr_label(trial: TrialRow) -> str:
     estimate = trial.stepsize_estimate
     if estimate is None:
-        return f"{trial.lr:g}"
+        return format_lr(trial.lr)
     unstable = ", above the measured edge of stability" if estimate.get("lr_warning") else ""
     return f"{trial.lr:.3g} (α×{estimate['multiplier']:g}{unstable})"
 
@@ -213,7 +214,7 @@ def configuration_column(row: ConfigurationResult) -> tuple[str, str, str]:
     """What makes configurations of different models one column: arm, schedule, and the learning rate, or its
     multiple of α for data-dependent step sizes (α differs per model; its seeds share one estimate)."""
     estimate = row.trials[0].stepsize_estimate
-    lr = f"α×{estimate['multiplier']:g}" if estimate is not None else f"{row.lr:g}"
+    lr = f"α×{estimate['multiplier']:g}" if estimate is not None else format_lr(row.lr)
     return row.arm, row.schedule, lr
 
 

@@ -26,7 +26,7 @@ from ..models import LoraSettings
 from ..optim import create_optimizer
 from ..optim.registry import REGISTRY, resolve_name
 from ..tasks import get_task
-from ..training.lr_source import FIXED, LR_METHODS, LRSource
+from ..training.lr_source import FIXED, LR_METHODS, OWN, LRSource
 from .bundled import resolve_spec
 
 SpecPath = tuple[str | int, ...]  # keys and list indices from the document root, e.g. ("arms", 2, "lr")
@@ -100,14 +100,16 @@ class Locations:
 class StudyLR:
     """The learning rates an arm tries: fixed ``values``, or ``multipliers`` of the learning rate a method estimates
     (``kind``: ``dds``, the AdamDDS step size, or another method of ``training.lr_source``), resolved per model and
-    task when trials are expanded."""
+    task when trials are expanded; or none at all (``kind`` ``OWN``: the optimizer computes its own step size)."""
 
-    kind: str  # "fixed", or a learning-rate method's name
+    kind: str  # "fixed", a learning-rate method's name, or OWN
     values: tuple[float, ...] = ()
     multipliers: tuple[float, ...] = ()
 
     @property
     def count(self) -> int:
+        if self.kind == OWN:
+            return 1
         return len(self.values) if self.kind == FIXED else len(self.multipliers)
 
     @property
@@ -117,6 +119,8 @@ class StudyLR:
         return [LRSource(self.kind, multiplier=multiplier) for multiplier in self.multipliers]
 
     def __str__(self) -> str:
+        if self.kind == OWN:
+            return "the optimizer's own"
         if self.kind != FIXED:
             return f"{self.kind} " + ", ".join(f"x{m:g}" for m in self.multipliers)
         return ", ".join(f"{v:g}" for v in self.values)
@@ -562,7 +566,14 @@ def _arm(check: _Checker, entry: Any, path: SpecPath, default_lr: StudyLR | None
         raise check.fail((*path, "hparams"), f"hparams must be a mapping, got {hparams!r}")
     # An optimizer whose name implies a learning-rate source (adam_dds) takes multiples of that source only.
     implied = REGISTRY[optimizer].lr_source if optimizer in REGISTRY else None
-    if "lr" in entry:
+    # An optimizer in a mode that computes its own step size (adafactor_hf relative_step) takes no lr at all.
+    own_lr = optimizer in REGISTRY and REGISTRY[optimizer].computes_own_lr(hparams)
+    if own_lr and "lr" in entry:
+        raise check.fail((*path, "lr"), f"arm {name!r}: {optimizer} with {hparams} computes its own step size: "
+                                        "leave lr out")
+    if own_lr:
+        lr, lr_path = StudyLR(OWN), (*path, "hparams")
+    elif "lr" in entry:
         lr, lr_path = _lr(check, entry["lr"], (*path, "lr")), (*path, "lr")
         if implied is not None and lr.kind != implied:
             raise check.fail(lr_path, f"arm {name!r}: {optimizer} takes its learning rate from {implied}: write "
@@ -575,8 +586,8 @@ def _arm(check: _Checker, entry: Any, path: SpecPath, default_lr: StudyLR | None
         raise check.fail(path, f"arm {name!r} has no lr, and the study sets none")
     # Every hyperparameter check the optimizer has, on a throwaway parameter, at the line that sets them.
     try:
-        probe_lr = lr.values[0] if lr.kind == FIXED else 1e-3
-        create_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=probe_lr, **hparams)
+        probe_lr = {} if own_lr else {"lr": lr.values[0] if lr.kind == FIXED else 1e-3}
+        create_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], **probe_lr, **hparams)
     except (ValueError, TypeError, ImportError) as error:
         where = (*path, "hparams") if hparams else (*path, "optimizer")
         raise check.fail(where, f"arm {name!r}: {error}") from None

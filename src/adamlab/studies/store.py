@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS trials (
     task TEXT NOT NULL,
     optimizer TEXT NOT NULL,
     schedule TEXT NOT NULL,
-    lr REAL NOT NULL,
+    lr REAL,                            -- NULL: the optimizer computes its own step size
     seed INTEGER NOT NULL,
     config TEXT NOT NULL,               -- JSON: the TrainConfig
     status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
@@ -174,7 +174,7 @@ class TrialRow:
     task: str
     optimizer: str
     schedule: str
-    lr: float
+    lr: float | None  # None: the optimizer computes its own step size
     seed: int
     config: dict[str, Any]
     status: str

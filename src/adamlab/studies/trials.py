@@ -18,6 +18,7 @@ from typing import Any
 from ..optim.registry import REGISTRY
 from ..training import TrainConfig
 from ..training.lr_source import (
+    OWN,
     LRSource,
     instability_message,
     instability_point,
@@ -44,7 +45,7 @@ class Trial:
     task: str
     optimizer: str
     schedule: str  # the schedule's label, with its arguments
-    lr: float | None  # None while it waits for an estimate
+    lr: float | None  # None while it waits for an estimate, or when the optimizer computes its own step size
     seed: int
     config: TrainConfig
     # For an estimated learning rate: the estimate's record with its ``alpha`` (the lr at multiplier 1), its
@@ -77,7 +78,7 @@ def expand_trials(spec: StudySpec, study_dir: str | Path, estimates: Path | None
         model = spec.models[model_index]
         for schedule in arm.schedules:
             for lr, estimate in learning_rates(arm, model, task):
-                pending = lr is None
+                pending = estimate is not None and estimate["source"] == PENDING
                 config, origins = _config(spec, seed, model_index, task, arm, schedule,
                                           STAND_IN_LR * estimate["multiplier"] if pending else lr)
                 _validate(spec, config, origins, arm)
@@ -94,7 +95,7 @@ def expand_trials(spec: StudySpec, study_dir: str | Path, estimates: Path | None
 
 
 def _config(spec: StudySpec, seed: int, model_index: int, task: StudyTask, arm: Arm, schedule: StudySchedule,
-            lr: float) -> tuple[TrainConfig, dict[str, SpecPath]]:
+            lr: float | None) -> tuple[TrainConfig, dict[str, SpecPath]]:
     """A trial's TrainConfig (its folder still unset), and for each field the spec path that set it."""
     settings = {**spec.settings, **task.settings}
     origins = {**spec.origins, **task.origins, "model": ("models", model_index), "optimizer": (*arm.path, "optimizer"),
@@ -143,6 +144,8 @@ class _LearningRates:
         self.estimates: dict[str, dict[str, Any]] = {}
 
     def __call__(self, arm: Arm, model: str, task: StudyTask) -> list[tuple[float | None, dict[str, Any] | None]]:
+        if arm.lr.kind == OWN:
+            return [(None, None)]
         sources = arm.lr.sources
         if not sources[0].estimated:
             return [(source.value, None) for source in sources]

@@ -57,6 +57,7 @@ from .setup import TrialInputs, prepare_trial
 
 FIXED = "fixed"
 OWN = "optimizer"  # the optimizer computes its own step size (TrainConfig.computes_own_lr): the run takes no lr
+OWN_LR_LABEL = "own"  # how tables and lines show the lr of a run whose optimizer computes its own step size
 ProgressFn = Callable[[int, int | None], None]  # (done, total) of the estimate's own steps
 
 
@@ -182,6 +183,11 @@ class LRResolution:
     def to_dict(self) -> dict[str, Any]:
         """The summary a run's result.json keeps (the full record is in the cache file)."""
         return {k: v for k, v in asdict(self).items() if k != "record"}
+
+
+def format_lr(lr: float | None, spec: str = "g") -> str:
+    """A learning rate as text; lr None (the optimizer computes its own step size) reads ``own``."""
+    return OWN_LR_LABEL if lr is None else format(lr, spec)
 
 
 def source_of(config: TrainConfig) -> LRSource:
