@@ -51,6 +51,7 @@ def recommend(
     from ..reports.verdict import write_verdict_report
     from ..studies.recommend import NothingToRecommend, RecommendSettings, load_recommend_spec, verdict_line
     from ..studies.recommend import recommend as run_recommend
+    from ..training.lr_source import format_lr
 
     with bad_input_exits_2():
         if spec is not None:
@@ -86,7 +87,7 @@ def recommend(
         console.print(f"  {where}: {how}", soft_wrap=True, markup=False)
     for excluded in result["excluded"]:
         config = excluded["config"]
-        console.print(f"  excluded: {config['optimizer']} lr {config['lr']:g} {config['schedule']}: "
+        console.print(f"  excluded: {config['optimizer']} lr {format_lr(config['lr'])} {config['schedule']}: "
                       f"{excluded['reason']}", soft_wrap=True, markup=False)
     console.print(f"recommendation: {out / 'recommendation.json'}\nreport: {written.markdown}\nhtml report: "
                   f"{written.html}", soft_wrap=True)

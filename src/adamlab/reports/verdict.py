@@ -30,6 +30,7 @@ from plotly.offline import get_plotlyjs  # noqa: E402
 
 from ..studies.confidence import binomial_se  # noqa: E402
 from ..studies.recommend import RESULT_FILE, RunRecord, read_runs, verdict_line  # noqa: E402
+from ..training.lr_source import format_lr  # noqa: E402
 
 REPORT_FOLDER = "report"
 
@@ -42,7 +43,7 @@ class VerdictReport:
 
 
 def _label(config: dict[str, Any]) -> str:
-    return f"{config['optimizer']} lr {config['lr']:.3g} {config['schedule']}"
+    return f"{config['optimizer']} lr {format_lr(config['lr'], '.3g')} {config['schedule']}"
 
 
 def _interval(summary: dict[str, Any] | None) -> str:

@@ -44,11 +44,11 @@ import yaml
 
 from ..evaluation import evaluate
 from ..models import LoraSettings, load_model
-from ..optim.registry import resolve_name
+from ..optim.registry import REGISTRY, resolve_name
 from ..tasks import get_task
 from ..tasks.base import Example, Task
 from ..training import TrainConfig
-from ..training.lr_source import LRSource, resolve_lr
+from ..training.lr_source import LRSource, format_lr, resolve_lr
 from .bundled import resolve_spec
 from .confidence import bootstrap_draws, binomial_se, difference, interval, probability_best
 from .devsplit import DevSplit, carve_dev_split
@@ -74,7 +74,11 @@ FAMILY_CENTRES: dict[str, tuple[float, str]] = {
     "yogi": (10 * ADAM_CENTRE, "Yogi: its eps of 1e-3 damps small gradients, so 10x AdamW's rate"),
     "adagrad": (10 * ADAM_CENTRE, "Adagrad: its accumulated denominator shrinks steps, so 10x AdamW's rate"),
 }
-FAMILY_ARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
+# adafactor_hf is searched in its lr-free mode (relative_step: step size min(1e-2, 1/sqrt(t))), as T5 runs it, but
+# without scale_parameter (the step times each parameter's RMS, floored at 1e-3: LoRA's B starts at zero, so its
+# steps would shrink 1000-fold) or warmup_init (a ramp of 1e-6 per step, ~10^4 steps, past recommend's horizons).
+FAMILY_ARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}, "adafactor_hf": {"relative_step": True}}
+OWN_LR_ORIGIN = "optimizer's own"  # a candidate whose optimizer computes its own step size: lr None, no grid
 
 
 class NothingToRecommend(RuntimeError):
@@ -84,14 +88,14 @@ class NothingToRecommend(RuntimeError):
 @dataclass(frozen=True, eq=False)  # compared by identity: a recommendation builds its candidates once
 class Candidate:
     optimizer: str
-    lr: float
+    lr: float | None  # None: the optimizer computes its own step size
     schedule: str
     lr_origin: str
     optimizer_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.optimizer} lr {self.lr:.3g} {self.schedule}"
+        return f"{self.optimizer} lr {format_lr(self.lr, '.3g')} {self.schedule}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer, "lr": self.lr, "schedule": self.schedule, "lr_origin": self.lr_origin,
@@ -152,6 +156,10 @@ class RecommendSettings:
         unknown = sorted(set(self.lrs) - set(self.optimizers))
         if unknown:
             raise ValueError(f"learning rates given for optimizers not searched: {', '.join(unknown)}")
+        own = sorted(name for name in self.lrs if computes_own_lr(name))
+        if own:
+            raise ValueError(f"{', '.join(own)} computes its own step size here ({OWN_LR_ORIGIN}): give it no "
+                             "learning rates")
         if BASELINE not in [resolve_name(name) for name in self.optimizers]:
             raise ValueError(f"the optimizers must include {BASELINE}: it is the baseline every verdict compares to")
         for candidate in candidates(self):
@@ -160,6 +168,9 @@ class RecommendSettings:
     def trial_config(self, candidate: Candidate, seed: int, out: str, stop_at: int | None = None,
                      train_source: str | None = None, dev_source: str | None = None) -> TrainConfig:
         args = dict(self.train_args)
+        if candidate.lr is None:  # the optimizer schedules its own step size: no warmup, and no lr to scale
+            for name in ("warmup_steps", "lr_scaling", "base_batch_size"):
+                args.pop(name, None)
         if isinstance(args.get("lora"), dict):
             args["lora"] = LoraSettings(**args["lora"])
         return TrainConfig(model=self.model, task=self.task, out=out, task_args=self.task_args,
@@ -180,18 +191,28 @@ def lr_centre(optimizer: str) -> tuple[float, str]:
     return ADAM_CENTRE, f"family default {ADAM_CENTRE:g} (Adam-type optimizer, LoRA fine-tuning)"
 
 
+def computes_own_lr(optimizer: str) -> bool:
+    """Whether recommend searches ``optimizer`` in a mode that computes its own step size (the registry decides,
+    for its FAMILY_ARGS): it is then one candidate with no learning rate to search."""
+    entry = REGISTRY.get(resolve_name(optimizer))
+    return entry is not None and entry.computes_own_lr(FAMILY_ARGS.get(resolve_name(optimizer), {}))
+
+
 def candidates(settings: RecommendSettings, centres: dict[str, tuple[float, str]] | None = None) -> list[Candidate]:
     """Every configuration searched, the baseline's first (so a tie in rank keeps the standard option).
     ``centres``: per optimizer, a centre other than the family default (adamlab's suggestion) and its origin."""
     ordered = sorted(settings.optimizers, key=lambda name: resolve_name(name) != BASELINE)
     found = []
     for optimizer in ordered:
+        args = FAMILY_ARGS.get(resolve_name(optimizer), {})
+        if computes_own_lr(optimizer):  # one candidate, on the constant schedule its own step size runs under
+            found.append(Candidate(optimizer, None, "constant", OWN_LR_ORIGIN, dict(args)))
+            continue
         if optimizer in settings.lrs:
             rates = [(float(lr), "given") for lr in settings.lrs[optimizer]]
         else:
             centre, origin = (centres or {}).get(optimizer) or lr_centre(optimizer)
             rates = [(float(f"{centre * m:.3g}"), f"{origin} x {m:.3g}") for m in LR_MULTIPLES]
-        args = FAMILY_ARGS.get(resolve_name(optimizer), {})
         for schedule in settings.schedules:
             found += [Candidate(optimizer, lr, schedule, origin, dict(args)) for lr, origin in rates]
     return found
@@ -202,7 +223,7 @@ def suggested_centres(settings: RecommendSettings, split: DevSplit, folder: Path
     side of the split (never on dev) through the learning-rate resolver, cached in ``folder``."""
     centres = {}
     for optimizer in settings.optimizers:
-        if optimizer in settings.lrs:
+        if optimizer in settings.lrs or computes_own_lr(optimizer):
             continue
         family_lr, _ = lr_centre(optimizer)
         probe = Candidate(optimizer, family_lr, settings.schedules[0], "", FAMILY_ARGS.get(resolve_name(optimizer), {}))
@@ -622,14 +643,22 @@ def use_it(settings: RecommendSettings, winner: Candidate) -> dict[str, str]:
     hf_names = {"adamw": "adamw_torch", "lion": "lion_32bit", "adafactor": "adafactor", "sgd": "sgd"}
     scheduler = {"cosine": "cosine", "constant": "constant", "linear": "linear"}.get(winner.schedule, winner.schedule)
     name = resolve_name(winner.optimizer)
-    hf = (f"TrainingArguments(optim={hf_names[name]!r}, learning_rate={winner.lr:g}, lr_scheduler_type={scheduler!r}, "
-          f"max_steps={settings.steps})" if name in hf_names else
-          f"Trainer(..., optimizers=(create_optimizer({winner.optimizer!r}, model, lr={winner.lr:g}{hparams}), None), "
-          f"args=TrainingArguments(lr_scheduler_type={scheduler!r}, max_steps={settings.steps}))")
+    if winner.lr is None:  # the optimizer computes its own step size: no lr, and its own scheduler reports it
+        scheduler_class = REGISTRY[name].own_lr_scheduler.split(":")[1]
+        hf = (f"Trainer(..., optimizers=(optimizer := create_optimizer({winner.optimizer!r}, model{hparams}), "
+              f"{scheduler_class}(optimizer)), args=TrainingArguments(max_steps={settings.steps}))")
+    elif name in hf_names:
+        hf = (f"TrainingArguments(optim={hf_names[name]!r}, learning_rate={winner.lr:g}, "
+              f"lr_scheduler_type={scheduler!r}, max_steps={settings.steps})")
+    else:
+        hf = (f"Trainer(..., optimizers=(create_optimizer({winner.optimizer!r}, model, lr={winner.lr:g}{hparams}), "
+              f"None), args=TrainingArguments(lr_scheduler_type={scheduler!r}, max_steps={settings.steps}))")
+    lr_option = "" if winner.lr is None else f" --lr {winner.lr:g}"
+    lr_arg = "" if winner.lr is None else f", lr={winner.lr:g}"
     return {
-        "adamlab": (f"adamlab train --model {settings.model} --task {settings.task} --optimizer {winner.optimizer} "
-                    f"--lr {winner.lr:g}{opts} --schedule {winner.schedule} --steps {settings.steps} --out runs/best"),
-        "python": f"create_optimizer({winner.optimizer!r}, model, lr={winner.lr:g}{hparams})",
+        "adamlab": (f"adamlab train --model {settings.model} --task {settings.task} --optimizer {winner.optimizer}"
+                    f"{lr_option}{opts} --schedule {winner.schedule} --steps {settings.steps} --out runs/best"),
+        "python": f"create_optimizer({winner.optimizer!r}, model{lr_arg}{hparams})",
         "hf_trainer": hf,
     }
 
@@ -638,7 +667,7 @@ def verdict_line(recommendation: dict[str, Any]) -> str:
     """The one line a person can act on."""
     r = recommendation
     dev, test, cost = r["dev"], r["test"], r["cost"]
-    line = (f"Use {r['optimizer']} (lr {r['lr']:g}, {r['schedule']}): dev {r['metric']} {dev['mean']:.3f} "
+    line = (f"Use {r['optimizer']} (lr {format_lr(r['lr'])}, {r['schedule']}): dev {r['metric']} {dev['mean']:.3f} "
             f"[{dev['ci95'][0]:.3f}, {dev['ci95'][1]:.3f}]")
     delta = r.get("delta_vs_baseline")
     if delta is not None and r["optimizer"] != r["baseline"]["optimizer"]:
