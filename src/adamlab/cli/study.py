@@ -33,8 +33,8 @@ def _primary_score(trial, metrics: dict) -> str:
 def _describe(trial) -> str:
     from ..training.lr_source import format_lr
 
-    return (f"{trial.model} · {trial.task} · {trial.arm} · {trial.schedule} · lr {format_lr(trial.lr)} · seed {trial.seed} "
-            f"[dim]{trial.key}[/]")
+    return (f"{trial.model} · {trial.task} · {trial.arm} · {trial.schedule} · lr {format_lr(trial.lr)} · "
+            f"seed {trial.seed} [dim]{trial.key}[/]")
 
 
 def _print_tables(report) -> None:
@@ -133,7 +133,8 @@ def status(study_dir: Annotated[Path, typer.Argument(help="a study folder (from 
             note = trial.error or ""
         else:
             note = _primary_score(trial, finals.get(trial.key, {}))
-        table.add_row(trial.key, trial.model, trial.task, trial.arm, trial.schedule, format_lr(trial.lr), str(trial.seed),
+        table.add_row(trial.key, trial.model, trial.task, trial.arm, trial.schedule, format_lr(trial.lr),
+                      str(trial.seed),
                       trial.status, str(trial.attempts), "" if trial.steps_completed is None else str(trial.steps_completed),
                       "" if trial.wall_seconds is None else f"{trial.wall_seconds:.1f}", note)
     console.print(table)

@@ -108,7 +108,8 @@ def csv_table(table: ResultTable) -> str:
     for row in table.rows:
         statuses = ";".join(f"{status}={n}" for status, n in row.statuses.items())
         stats = [value for m in table.metrics for value in (row.mean(m), row.std(m))]
-        writer.writerow([table.model, table.task, row.arm, row.optimizer, row.schedule, "" if row.lr is None else repr(row.lr), row.lr_label,
+        lr = "" if row.lr is None else repr(row.lr)  # empty: the optimizer computes its own step size
+        writer.writerow([table.model, table.task, row.arm, row.optimizer, row.schedule, lr, row.lr_label,
                          row.seeds_done, len(row.trials), statuses, *("" if v is None else repr(v) for v in stats)])
     return buffer.getvalue()
 
