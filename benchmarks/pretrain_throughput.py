@@ -17,7 +17,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +29,8 @@ from adamlab.optim.memory import optimizer_state_bytes
 from adamlab.tasks import get_task
 from adamlab.training import TrainConfig, train
 from adamlab.training.order import ExampleOrder
+
+from bare_loop import bare_step_seconds  # benchmarks/bare_loop.py, next to this script
 
 TARGET = 0.95
 # The optimizers of studies/specs/pretrain_cpu.yaml, with its hyperparameters that change state size.
@@ -44,18 +45,7 @@ def bare_loop_step_seconds(args: argparse.Namespace) -> list[float]:
     rows = pack_documents(tokenizer, documents, args.max_seq_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     order = ExampleOrder(len(rows), args.batch_size, args.seed)
-    model.train()
-    seconds = []
-    for step in range(args.steps):
-        started = time.perf_counter()
-        batch = collate([rows[i] for i in order.batch(step)], tokenizer.pad_token_id)
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds.append(time.perf_counter() - started)
-    return seconds
+    return bare_step_seconds(model, rows, tokenizer.pad_token_id, optimizer, order, args.steps)
 
 
 def adamlab_step_seconds(args: argparse.Namespace) -> list[float]:

@@ -15,17 +15,18 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from adamlab.encoding import collate, encode_causal, encode_classifier
+from adamlab.encoding import encode_causal, encode_classifier
 from adamlab.models import LoraSettings, apply_lora, load_model
 from adamlab.tasks import get_task
 from adamlab.training import TrainConfig, train
 from adamlab.training.order import ExampleOrder
+
+from bare_loop import bare_step_seconds  # benchmarks/bare_loop.py, next to this script
 
 TARGET = 0.95
 
@@ -41,18 +42,7 @@ def bare_loop_step_seconds(args: argparse.Namespace) -> list[float]:
     encoded = [encode(tokenizer, e, args.max_seq_len) for e in examples]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     order = ExampleOrder(len(encoded), args.batch_size, args.seed)
-    model.train()
-    seconds = []
-    for step in range(args.steps):
-        started = time.perf_counter()
-        batch = collate([encoded[i] for i in order.batch(step)], tokenizer.pad_token_id)
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds.append(time.perf_counter() - started)
-    return seconds
+    return bare_step_seconds(model, encoded, tokenizer.pad_token_id, optimizer, order, args.steps)
 
 
 def adamlab_step_seconds(args: argparse.Namespace) -> list[float]:
