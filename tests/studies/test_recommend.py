@@ -195,6 +195,19 @@ def test_spec_file_gives_the_same_settings_and_errors_name_the_line(tmp_path):
         load_recommend_spec(spec, tmp_path / "out")
 
 
+
+def test_a_recommend_spec_is_read_as_safely_as_a_study_spec(tmp_path):
+    """The alias-bomb guard, the UTF-8 check and strict booleans of study specs hold for recommend specs too."""
+    spec = tmp_path / "rec.yaml"
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip("abcde", "bcdef")]
+    spec.write_text("mode: recommend\n" + "\n".join(levels) + "\n")
+    with pytest.raises(ValueError, match="expands to more than 100,000 values"):
+        load_recommend_spec(spec, tmp_path / "out")
+    spec.write_bytes(b"mode: recommend\nmodel: tiny-llama\ntask: \xff\n")
+    with pytest.raises(ValueError, match=":3: not UTF-8"):
+        load_recommend_spec(spec, tmp_path / "out")
+
 def test_suggested_centres_come_from_the_resolver_on_the_training_side(tmp_path):
     settings = tiny_settings(tmp_path, lrs={"lion": [1e-3]}, lr_centre="suggest")
     split = carve_dev_split(get_task("sst2"), tmp_path / "data", seed=0, source=settings.train_source)

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..evaluation import evaluate
 from ..models import LoraSettings, load_model
@@ -49,11 +48,11 @@ from ..tasks import get_task
 from ..tasks.base import Example, Task
 from ..training import TrainConfig
 from ..training.lr_source import LRSource, format_lr, resolve_lr
-from .bundled import resolve_spec
 from .confidence import bootstrap_draws, binomial_se, difference, interval, probability_best
 from .devsplit import DevSplit, carve_dev_split
 from .executors import get_executor, run_trial
 from .guards import exclusion_reason, majority_baseline
+from .spec import read_spec_document
 from .store import TrialOutcome
 from .trials import trial_key
 
@@ -691,18 +690,11 @@ SPEC_KEYS = {f.name for f in RecommendSettings.__dataclass_fields__.values()} - 
 def load_recommend_spec(path: str | Path, out: str | Path) -> RecommendSettings:
     """A recommendation from a YAML spec with ``mode: recommend`` and the keys of ``RecommendSettings``; an error
     names the file and the key's line."""
-    path = resolve_spec(path)  # a file, or a bundled study by name
-    text = path.read_text()
-    try:
-        document = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        raise ValueError(f"{path}{where}: not valid YAML") from None
+    data, locations = read_spec_document(path)  # UTF-8, alias bombs refused, lines kept
+    path = locations.file
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of settings")
-    lines = {key.value: key.start_mark.line + 1 for key, _ in document.value} if document is not None else {}
+    lines = {key[0]: line for key, line in locations.lines.items() if len(key) == 1}
     if data.get("mode") != "recommend":
         raise ValueError(f"{path}, line {lines.get('mode', 1)}: a recommendation spec needs `mode: recommend`")
     data = {k: v for k, v in data.items() if k not in ("mode", "name", "description")}

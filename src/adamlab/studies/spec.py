@@ -377,14 +377,26 @@ def _type(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------------- parsing
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and check a study spec file or bundled study (``"demo"``) (structure, names and values; ``expand_trials`` checks every trial)."""
+def read_spec_text(path: str | Path) -> tuple[Path, str]:
+    """A spec file or bundled study (``"demo"``) as text; a file that is not UTF-8 is a SpecError naming its line."""
     path = resolve_spec(path)  # a file, or a bundled study by name
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        return path, data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise SpecError(f"not UTF-8 text (byte {error.start})", str(path), data[: error.start].count(b"\n") + 1) from None
+
+
+def read_spec_document(path: str | Path) -> tuple[Any, Locations]:
+    """Any adamlab spec file (a study, a recommendation) read safely: UTF-8, no alias bombs or recursive aliases,
+    strict booleans, and the line of every key for error messages."""
+    path, text = read_spec_text(path)
+    return _compose(text, str(path))
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and check a study spec file or bundled study (``"demo"``) (structure, names and values; ``expand_trials`` checks every trial)."""
+    path, text = read_spec_text(path)
     return parse_spec(text, str(path))
 
 
