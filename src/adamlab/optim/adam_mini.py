@@ -365,7 +365,7 @@ class AdamMini(Optimizer):
         shared_sums = self._sum_shared_squares()
         # Params travel in buckets of equal hyperparameters (typically two: decayed or not) so the update takes
         # scalars; every param is its own group.
-        buckets: dict[tuple, tuple[dict, list, list, list, list, list, list]] = {}
+        buckets: dict[tuple, tuple[dict, list, list, list, list, list, list, list]] = {}
         for group in self.param_groups:
             (param,) = group["params"]
             grad = param.grad
@@ -379,24 +379,27 @@ class AdamMini(Optimizer):
             state["step"] += 1
             m = state["m"]
             grad_blocks = grad.view_as(m)
-            if param in shared_sums:
-                mean_square = shared_sums[param] / self._shared_numel[param]
-            else:
-                mean_square = _block_mean_square(grad_blocks, rule)
+            # None: the block means of g^2 are still to take (inside the compiled update on the fused path)
+            shared_mean = shared_sums[param] / self._shared_numel[param] if param in shared_sums else None
             key = (group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"], group["maximize"],
                    group["foreach"], group.get("fused"))
-            bucket = buckets.setdefault(key, (group, [], [], [], [], [], []))
-            values = (param.view_as(m), grad_blocks, m, state["v" if rule == ADAM else "vmean"], mean_square,
-                      state["step"])
+            bucket = buckets.setdefault(key, (group, [], [], [], [], [], [], []))
+            values = (param.view_as(m), grad_blocks, m, state["v" if rule == ADAM else "vmean"], shared_mean,
+                      state["step"], rule)
             for tensor_list, value in zip(bucket[1:], values):
                 tensor_list.append(value)
 
-        for group, params, grads, ms, vs, mean_squares, steps in buckets.values():
+        for group, params, grads, ms, vs, mean_squares, steps, rules in buckets.values():
             # The AdamW update, each rule's second moment (full size, (blocks, 1) or 0-dim) broadcasting over m
             # viewed with one row per block.
             update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
             if use_fused(group, params):
+                # the compiled update takes the block means itself (from each second moment's shape), in the
+                # same pass over g as the rest of the update
                 update = fused_adamw
+            else:
+                mean_squares = [_block_mean_square(grad, rule) if mean is None else mean
+                                for grad, rule, mean in zip(grads, rules, mean_squares)]
             beta1, beta2 = group["betas"]
             update(
                 params,
