@@ -15,6 +15,12 @@ state: the optimizer's state layout), the roofline time bytes / bandwidth with t
 AdamW reaches in the same run, each path's time as a multiple of its roofline, and the fused path's compile
 seconds: cold (empty inductor cache) and warm (dynamo reset, inductor's cache hit). ``--device cuda`` times with
 CUDA events.
+
+The bytes above are a lower bound that only an update streaming each tensor once can reach. Where a reduction over
+a whole tensor must finish before the update that uses it (CAME's row/column statistics and clipping, Adam-mini's
+one-per-tensor means, LDAdam's products around the QR), the tensor is necessarily read again; ``forced_pass_bytes``
+counts those reads, and "fused x (forced)" is the fused time over that second, honest roofline. The issue's target
+(fused x <= 1.2) stays defined on the first one.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from adamlab.optim import AdamMini, LDAdamW, available_optimizers, create_optimizer, optimizer_state_bytes, registry
+from adamlab.optim import CAME, AdamMini, LDAdamW, available_optimizers, create_optimizer, optimizer_state_bytes, registry
 
 # Targets from the foundation issue: our foreach paths against AdamW-foreach, and against per-parameter peers.
 MAX_RATIO_TO_ADAMW = {"lion": 1.0}
@@ -178,6 +184,33 @@ def bytes_per_step(optimizer: torch.optim.Optimizer) -> int:
     return total
 
 
+def forced_pass_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """The traffic a step cannot avoid beyond ``bytes_per_step`` because a reduction over a whole tensor must finish
+    before the update that uses it can start, so the tensor is streamed again (a row or a head block fits in cache
+    and costs nothing extra). Full-size reads counted per element:
+
+    * CAME, factored matrix: g again for the update's RMS (its factors need the g^2 statistics of every row and
+      column), and g and m again after the m update (the step's factors need the instability of every element):
+      3 reads. A vector: g and v again (the clip needs the new v everywhere): 2 reads.
+    * Adam-mini, a tensor with one second moment for all of it: g again (its mean of g^2).
+    * LDAdam, low-rank matrix: x = g + e again in the power step's second product (it needs B^T P over all of x),
+      in g_low = P^T x (it needs the new basis, from the QR of the whole block) and in the error write (it needs
+      all of g_low): 3 reads, plus one more write than the model counts (the accumulated x and then the error
+      are both written to the buffer): 4 accesses.
+    """
+    extra = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state, size = optimizer.state.get(p, {}), p.numel() * p.element_size()
+            if isinstance(optimizer, CAME) and state:
+                extra += (3 if "exp_avg_sq_row" in state else 2) * size
+            elif isinstance(optimizer, AdamMini) and state.get("vmean") is not None and state["vmean"].dim() == 0:
+                extra += size
+            elif isinstance(optimizer, LDAdamW) and "projector" in state:
+                extra += 4 * size
+    return extra
+
+
 def make_timer(device: torch.device) -> Callable[[Callable[[], None], int], float]:
     """Seconds per call of ``fn`` over ``n`` calls: wall clock on CPU, CUDA events on a GPU."""
     if device.type == "cuda":
@@ -240,16 +273,17 @@ def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
                 optimizer = build_path(name, params, path, args)
             for _ in range(args.warmup):
                 optimizer.step()
-            runs[label, path] = (optimizer, [], bytes_per_step(optimizer))
+            runs[label, path] = (optimizer, [], bytes_per_step(optimizer), forced_pass_bytes(optimizer))
         for _ in range(args.rounds):  # alternate so machine noise hits every path alike
-            for optimizer, samples, _ in runs.values():
+            for optimizer, samples, _, _ in runs.values():
                 samples.append(timer(optimizer.step, args.steps))
-        (_, adamw_samples, adamw_bytes), *paths = runs.values()
+        (_, adamw_samples, adamw_bytes, _), *paths = runs.values()
         adamw_seconds = statistics.median(adamw_samples)
         bandwidth = adamw_bytes / adamw_seconds
-        optimizer_bytes = paths[0][2]
+        optimizer_bytes, extra_bytes = paths[0][2], paths[0][3]
         roofline_seconds = optimizer_bytes / bandwidth
-        seconds = {path: statistics.median(samples) for (_, path), (_, samples, _) in list(runs.items())[1:]}
+        forced_roofline_seconds = (optimizer_bytes + extra_bytes) / bandwidth
+        seconds = {path: statistics.median(samples) for (_, path), (_, samples, _, _) in list(runs.items())[1:]}
         cold, warm = compile_times[name]
         rows.append({
             "optimizer": name,
@@ -259,6 +293,9 @@ def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
             "roofline_seconds_per_step": roofline_seconds,
             "seconds_per_step": seconds,
             "x_roofline": {path: t / roofline_seconds for path, t in seconds.items()},
+            "forced_pass_bytes_per_step": extra_bytes,
+            "forced_passes_roofline_seconds_per_step": forced_roofline_seconds,
+            "x_roofline_forced_passes": {path: t / forced_roofline_seconds for path, t in seconds.items()},
             "target_fused_x_roofline": MAX_FUSED_TO_ROOFLINE,
             "meets_roofline_target": seconds["fused"] / roofline_seconds <= MAX_FUSED_TO_ROOFLINE,
             "fused_to_adamw_fused": seconds["fused"] / adamw_seconds,
@@ -271,8 +308,8 @@ def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
 
     table = Table(title=f"optimizer step vs memory roofline, {args.layers} Llama layers at hidden {args.hidden}, "
                   f"fp32, {device.type}")
-    for column in ("optimizer", "MB/step", "roofline ms", "reference x", "foreach x", "fused x", "fused ms",
-                   "x AdamW fused", "compile s cold/warm"):
+    for column in ("optimizer", "MB/step", "roofline ms", "reference x", "foreach x", "fused x", "+forced MB",
+                   "fused x (forced)", "fused ms", "x AdamW fused", "compile s cold/warm"):
         table.add_column(column, justify="left" if column == "optimizer" else "right")
     for row in rows:
         x = row["x_roofline"]
@@ -284,6 +321,8 @@ def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
             f"{x['reference']:.2f}",
             f"{x['foreach']:.2f}",
             f"{x['fused']:.2f}{mark}",
+            f"{row['forced_pass_bytes_per_step'] / 1e6:.0f}",
+            f"{row['x_roofline_forced_passes']['fused']:.2f}",
             f"{1e3 * row['seconds_per_step']['fused']:.1f}",
             f"{row['fused_to_adamw_fused']:.2f}",
             f"{row['compile_seconds']['cold']:.1f} / {row['compile_seconds']['warm']:.1f}",
