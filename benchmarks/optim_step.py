@@ -42,7 +42,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from adamlab.optim import CAME, AdamMini, LDAdamW, available_optimizers, create_optimizer, optimizer_state_bytes, registry
+from adamlab.optim import (
+    CAME,
+    AdamMini,
+    LDAdamW,
+    available_optimizers,
+    create_optimizer,
+    optimizer_state_bytes,
+    registry,
+)
 
 # Targets from the foundation issue: our foreach paths against AdamW-foreach, and against per-parameter peers.
 MAX_RATIO_TO_ADAMW = {"lion": 1.0}

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from adamlab.optim import _fused
+from adamlab.optim._adamw import single_tensor_adamw
 
 from .optim_info import OPTIMIZER_INFOS, OptimizerInfo
 
@@ -211,3 +212,29 @@ def test_compiled_training_step_with_the_fused_optimizer_has_no_graph_break() ->
         assert math.isclose(loss.item(), eager_loss.item(), rel_tol=1e-5)
     for p, q in zip(model.parameters(), eager_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adamw_takes_adam_minis_block_means_given_or_not() -> None:
+    """Adam-mini's fused update takes each block mean of g^2 inside the compiled update (a None entry), or as given
+    (summed over ranks under DDP): both equal the reference's update with the means taken eagerly."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [((6, 4), (6, 1)), ((6, 4), ()), ((5,), (5,)), ((3, 8), (3, 1))]  # row, tensor, per element, row
+
+    def tensors():
+        params = [torch.randn(shape, generator=gen) for shape, _ in shapes]
+        grads = [torch.randn(shape, generator=gen) for shape, _ in shapes]
+        return params, grads, [torch.zeros(shape) for shape, _ in shapes], [torch.zeros(v) for _, v in shapes]
+
+    def block_means(grads, vs):
+        return [(g * g).sum() / g.numel() if v.dim() == 0 else g * g if v.shape == g.shape
+                else (g * g).mean(dim=1, keepdim=True) for g, v in zip(grads, vs)]
+
+    params, grads, ms, vs = tensors()
+    fused = [t.clone() for t in params], grads, [t.clone() for t in ms], [t.clone() for t in vs]
+    options = dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, maximize=False)
+    for step in range(1, 4):
+        single_tensor_adamw(params, grads, ms, vs, [step] * 4, grad_squares=block_means(grads, vs), **options)
+        given = block_means(fused[1], fused[3])
+        _fused.fused_adamw(*fused, [step] * 4, grad_squares=[given[0], None, None, given[3]], **options)
+    for expected, actual in zip(params + ms + vs, fused[0] + fused[2] + fused[3]):
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-7)
