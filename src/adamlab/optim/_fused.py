@@ -111,10 +111,11 @@ def use_fused(group: dict, params: Sequence[Tensor]) -> bool:
     return True
 
 
-def _compiled(update: Callable) -> Callable:
+def _compiled(update: Callable, **inductor_options) -> Callable:
     """``update`` compiled once per process (graphs are then looked up by shapes, dtype and options). Inside an
-    outer ``torch.compile`` (a compiled training step) the plain function is traced into the outer graph."""
-    compiled = torch.compile(update, fullgraph=True, dynamic=False)
+    outer ``torch.compile`` (a compiled training step) the plain function is traced into the outer graph.
+    ``inductor_options`` patch inductor's config for this function's graphs only."""
+    compiled = torch.compile(update, fullgraph=True, dynamic=False, options=inductor_options or None)
 
     @functools.wraps(update)
     def run(*args, **kwargs):
@@ -465,7 +466,12 @@ def _came_apply(params, exp_avgs, factors, unfactored, scalars):
 
 
 _came_second_moments_kernel = _compiled(_came_second_moments)
-_came_moments_kernel = _compiled(_came_moments)
+# The update u feeds the clip norm, both halves of m's lerp and the instability: past inductor's default of 4 reads
+# a value is stored as a full-size temporary and read back, and m's new value was then kept apart and copied in at
+# the end. Recomputing u (two multiplies and a divide) in each loop lets inductor update m in place in the loop
+# that takes the instability's row means: 1.9-2.0 -> 1.34 ms on a 1376 x 512 matrix, single-threaded, against
+# AdamW-fused's 0.79 ms in the same runs.
+_came_moments_kernel = _compiled(_came_moments, realize_reads_threshold=8, realize_opcount_threshold=1000)
 _came_apply_kernel = _compiled(_came_apply)
 
 
