@@ -118,7 +118,7 @@ def test_a_hub_stream_resumes_from_the_datasets_state(tmp_path, monkeypatch, tok
 
 
 def pretrain_config(out, corpus, **overrides):
-    return TrainConfig(model="llama-tiny", task="c4", out=str(out), lora=None, optimizer="adamw", lr=3e-3,
+    return TrainConfig(model="llama-tiny", task="c4", out=out and str(out), lora=None, optimizer="adamw", lr=3e-3,
                        schedule="cosine", warmup_steps=2, steps=10, batch_size=4, max_seq_len=32, stream=True,
                        train_source=str(corpus), train_limit=6, eval_limit=4, checkpoint_every=5, **overrides)
 
@@ -177,3 +177,31 @@ def test_the_gpu_protocols_stream_their_published_length(tmp_path, name, steps, 
     trials = expand_trials(spec, tmp_path, estimates=tmp_path / "estimates", run_estimates=False)
     assert {(t.config.stream, t.config.train_limit, t.config.steps, t.config.warmup_steps) for t in trials} == \
         {(True, None, steps, warmup)}
+
+
+def test_a_streamed_run_refuses_a_learning_rate_estimated_on_examples_in_memory(tmp_path, documents):
+    from adamlab.training.lr_source import LRSource, resolve_lr
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": text} for text in documents])
+    config = pretrain_config(None, corpus)
+    with pytest.raises(ValueError, match="this run streams its corpus"):
+        resolve_lr(config, LRSource("range-test"))
+    with pytest.raises(ValueError, match="give a saved estimate"):
+        TrainConfig(model="llama-tiny", task="c4", lora=None, optimizer="adam_dds", stream=True).validate()
+
+
+def test_the_cli_streams_on_request_and_refuses_it_for_a_task_that_is_not_a_corpus(tmp_path, documents):
+    from typer.testing import CliRunner
+
+    from adamlab.cli import app
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": text} for text in documents])
+    refused = CliRunner().invoke(app, ["train", "--model", "tiny-llama", "--task", "ag_news", "--stream",
+                                       "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "ag_news is a classification task" in refused.output
+    out = tmp_path / "run"
+    ran = CliRunner().invoke(app, ["train", "--model", "llama-tiny", "--task", "c4", "--lora", "none", "--stream",
+                                   "--train-data", str(corpus), "--steps", "2", "--batch-size", "2",
+                                   "--max-seq-len", "16", "--eval-limit", "2", "--no-progress", "--out", str(out)])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads((out / "result.json").read_text())["data"]["n_train_rows_read"] == 4

@@ -12,7 +12,7 @@ disk. This keeps the position a few numbers, so a resumed run is exact and cheap
 
 ``state_dict()`` is that position: the step, the pass, where in the pass the document reader is
 (``CorpusTask.documents``) and the tokens already read but not yet consumed. It is plain values only, so it goes
-into the checkpoint's ``state.pt`` and loads with ``torch.load(weights_only=True)``.
+into the checkpoint's ``state.pt`` and loads with ``torch.load(weights_only=True)`` (docs/pretraining.md §4).
 """
 
 from __future__ import annotations
