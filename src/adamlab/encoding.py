@@ -147,20 +147,30 @@ class StreamPacker:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         _check_eos(tokenizer)
-        self.tokenizer, self.seq_len, self.tokens = tokenizer, seq_len, list(tokens)
+        self.tokenizer, self.seq_len = tokenizer, seq_len
+        self.tokens = tokens
+
+    @property
+    def tokens(self) -> list[int]:
+        return self._buffer[self._start:]
+
+    @tokens.setter
+    def tokens(self, tokens: Sequence[int]) -> None:
+        # The next row starts at _start: advancing an index instead of deleting from the front of the list keeps a
+        # book-length document linear to pack.
+        self._buffer, self._start = list(tokens), 0
 
     def next_row(self, documents: Iterator[str]) -> Encoded | None:
         """The next row, reading documents from ``documents`` until it is full; ``None`` once they are exhausted and
         no row is left (the state is then empty, ready for the next pass)."""
-        while len(self.tokens) <= self.seq_len:
+        while len(self._buffer) - self._start <= self.seq_len:
             text = next(documents, None)
             if text is None:
                 break
-            self.tokens += tokenize(self.tokenizer, text)
-            self.tokens.append(self.tokenizer.eos_token_id)
-        if len(self.tokens) < 2:  # a lone last token predicts nothing: pack_stream makes no row of it either
+            self.tokens = [*self.tokens, *tokenize(self.tokenizer, text), self.tokenizer.eos_token_id]
+        if len(self._buffer) - self._start < 2:  # a lone last token predicts nothing: pack_stream makes no row of it
             self.tokens = []
             return None
-        ids = self.tokens[: self.seq_len + 1]
-        del self.tokens[: self.seq_len]  # the row's last token starts the next row: the one-token overlap
+        ids = self._buffer[self._start : self._start + self.seq_len + 1]
+        self._start += self.seq_len  # the row's last token starts the next row: the one-token overlap
         return Encoded(ids, list(ids), False)

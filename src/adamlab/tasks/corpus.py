@@ -225,7 +225,9 @@ class DocumentStream(Iterator[str]):
                 self.documents = int(position["documents"])
             else:
                 for _ in range(int(position["documents"])):
-                    next(self)
+                    if next(self, None) is None:
+                        raise DataError(f"{task.name}: the corpus ends before document {position['documents']}, "
+                                        "where the checkpoint stopped reading: it changed since the run started")
 
     def __next__(self) -> str:
         if self.limit is not None and self.documents >= self.limit:
