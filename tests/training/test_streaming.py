@@ -3,17 +3,22 @@ first batch, a hub stream resumes from its own state, and a streamed run killed 
 
 import json
 import shutil
+from importlib import resources
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from adamlab import encoding
+from adamlab.cli import app
 from adamlab.encoding import StreamPacker, pack_documents
 from adamlab.models import byte_level_tokenizer
+from adamlab.studies import expand_trials, load_spec
 from adamlab.tasks import DataError, get_task
 from adamlab.training import TrainConfig, train
 from adamlab.training.loop import prepare, resume, train_step
+from adamlab.training.lr_source import LRSource, resolve_lr
 from adamlab.training.stream import StreamedBatches
 
 from ..tasks.helpers import write_jsonl
@@ -169,10 +174,6 @@ def test_stream_is_for_language_modelling_and_leaves_existing_trial_keys_alone(t
 @pytest.mark.parametrize("name, steps, warmup", [("pretrain_c4_llama", 55_000, 5_500),
                                                  ("adam_mini_gpt2", 100_000, 2_000)])
 def test_the_gpu_protocols_stream_their_published_length(tmp_path, name, steps, warmup):
-    from importlib import resources
-
-    from adamlab.studies import expand_trials, load_spec
-
     spec = load_spec(resources.files("adamlab.studies").joinpath("specs", f"{name}.yaml"))
     trials = expand_trials(spec, tmp_path, estimates=tmp_path / "estimates", run_estimates=False)
     assert {(t.config.stream, t.config.train_limit, t.config.steps, t.config.warmup_steps) for t in trials} == \
@@ -180,8 +181,6 @@ def test_the_gpu_protocols_stream_their_published_length(tmp_path, name, steps, 
 
 
 def test_a_streamed_run_refuses_a_learning_rate_estimated_on_examples_in_memory(tmp_path, documents):
-    from adamlab.training.lr_source import LRSource, resolve_lr
-
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": text} for text in documents])
     config = pretrain_config(None, corpus)
     with pytest.raises(ValueError, match="this run streams its corpus"):
@@ -190,15 +189,14 @@ def test_a_streamed_run_refuses_a_learning_rate_estimated_on_examples_in_memory(
         TrainConfig(model="llama-tiny", task="c4", lora=None, optimizer="adam_dds", stream=True).validate()
 
 
-def test_the_cli_streams_on_request_and_refuses_it_for_a_task_that_is_not_a_corpus(tmp_path, documents):
-    from typer.testing import CliRunner
-
-    from adamlab.cli import app
-
+def test_the_cli_streams_on_request_and_refuses_bad_input_before_any_work(tmp_path, documents):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": text} for text in documents])
     refused = CliRunner().invoke(app, ["train", "--model", "tiny-llama", "--task", "ag_news", "--stream",
                                        "--out", str(tmp_path / "refused")])
     assert refused.exit_code == 2 and "ag_news is a classification task" in refused.output
+    missing = CliRunner().invoke(app, ["train", "--model", "llama-tiny", "--task", "c4", "--lora", "none", "--stream",
+                                       "--train-data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "no data file at" in missing.output and not (tmp_path / "none").exists()
     out = tmp_path / "run"
     ran = CliRunner().invoke(app, ["train", "--model", "llama-tiny", "--task", "c4", "--lora", "none", "--stream",
                                    "--train-data", str(corpus), "--steps", "2", "--batch-size", "2",

@@ -172,8 +172,12 @@ class CorpusTask(Task):
         return DocumentStream(self, records, limit, hub, position)
 
     def _jsonl_records(self, file: Path) -> Iterator[tuple[Mapping[str, Any], Any]]:
-        if not file.is_file():
+        if not file.is_file():  # checked when the stream is opened, not when its first record is read
             raise FileNotFoundError(f"{self.name}: no data file at {file}")
+        return self._read_jsonl_records(file)
+
+    @staticmethod
+    def _read_jsonl_records(file: Path) -> Iterator[tuple[Mapping[str, Any], Any]]:
         with file.open(encoding="utf-8") as lines:
             number = 0
             try:
@@ -192,8 +196,12 @@ class CorpusTask(Task):
 
     def _text_records(self, file: Path) -> Iterator[tuple[Mapping[str, Any], Any]]:
         """``_read_text_file``'s documents (blank-line-separated blocks), read line by line."""
-        if not file.is_file():
+        if not file.is_file():  # checked when the stream is opened, not when its first record is read
             raise FileNotFoundError(f"{self.name}: no data file at {file}")
+        return self._read_text_records(file, self.text_field)
+
+    @staticmethod
+    def _read_text_records(file: Path, text_field: str) -> Iterator[tuple[Mapping[str, Any], Any]]:
         with file.open(encoding="utf-8") as physical_lines:
             # str.splitlines on each physical line breaks lines where _read_text_file's splitlines does
             lines = (line for physical in physical_lines for line in physical.splitlines())
@@ -204,10 +212,10 @@ class CorpusTask(Task):
                         start = number
                     block.append(line)
                 elif block:
-                    yield {self.text_field: "\n".join(block)}, lambda n=start: f"{file}, line {n}"
+                    yield {text_field: "\n".join(block)}, lambda n=start: f"{file}, line {n}"
                     block = []
             if block:
-                yield {self.text_field: "\n".join(block)}, lambda n=start: f"{file}, line {n}"
+                yield {text_field: "\n".join(block)}, lambda n=start: f"{file}, line {n}"
 
 
 class DocumentStream(Iterator[str]):

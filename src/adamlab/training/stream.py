@@ -2,7 +2,7 @@
 
 Batch t is the next ``batch_size`` rows of ``max_seq_len`` next-token targets, packed from the training documents
 in corpus order as they are read (``adamlab.encoding.StreamPacker``: each pass gives exactly ``pack_documents``'s
-rows). Nothing is read or tokenised before the first batch is asked for, and memory holds one row plus the rest of
+rows). Nothing is read or tokenised before the first batch is asked for (the corpus is only opened), and memory holds one row plus the rest of
 the last document read, whatever the corpus length. When a finite corpus (a local file, a ``train_limit``) runs out,
 the next pass starts from its first document (epoch + 1), packed afresh as the in-memory path packs each epoch.
 
@@ -35,7 +35,8 @@ class StreamedBatches:
         self.packer = StreamPacker(tokenizer, seq_len)
         self.step = 0  # the next step to read
         self.epoch_index = 0  # passes over the corpus completed
-        self._documents: DocumentStream | None = None  # opened at the first batch
+        # Opened now, so that a missing file or an unknown hub id stops the run before any work; nothing is read yet.
+        self._documents: DocumentStream = task.documents(split, source, limit)
 
     def batch(self, step: int) -> list[Encoded]:
         if step != self.step:
@@ -49,8 +50,6 @@ class StreamedBatches:
         return float(self.epoch_index)
 
     def _next_row(self) -> Encoded:
-        if self._documents is None:
-            self._documents = self.task.documents(self.split, self.source, self.limit)
         row = self.packer.next_row(self._documents)
         if row is None:  # the pass is over: the next starts at the first document
             if self._documents.documents == 0:
@@ -64,13 +63,11 @@ class StreamedBatches:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch_index,
-                "documents": None if self._documents is None else self._documents.position(),
+                "documents": self._documents.position(),
                 "tokens": list(self.packer.tokens)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue where ``state_dict()`` was taken: the reader reopens at its position, nothing is re-tokenised."""
         self.step, self.epoch_index = int(state["step"]), int(state["epoch"])
         self.packer.tokens = [int(token) for token in state["tokens"]]
-        position = state["documents"]
-        self._documents = None if position is None else self.task.documents(self.split, self.source, self.limit,
-                                                                              position)
+        self._documents = self.task.documents(self.split, self.source, self.limit, state["documents"])
