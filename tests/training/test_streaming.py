@@ -143,17 +143,25 @@ def test_only_the_first_batch_is_tokenised_before_step_one(tmp_path, monkeypatch
     assert needed > 1 and tokenised == documents[:needed]
 
 
-def test_a_streamed_run_killed_mid_stream_resumes_bit_identically(tmp_path, documents):
+@pytest.mark.parametrize("where", ["local", "hub"])
+def test_a_streamed_run_killed_mid_stream_resumes_bit_identically(tmp_path, monkeypatch, documents, where):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": text} for text in documents])
-    straight = train(pretrain_config(tmp_path / "straight", corpus), show_progress=False)
+    if where == "hub":  # datasets' real streaming reader over the same file, under a hub id (no network)
+        datasets = pytest.importorskip("datasets")
+        real_load_dataset = datasets.load_dataset
+        monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None, streaming=False:
+                            real_load_dataset("json", data_files=str(corpus), split="train", streaming=streaming))
+    source = corpus if where == "local" else "allenai/c4"
+    straight = train(pretrain_config(tmp_path / "straight", source), show_progress=False)
     assert straight.status == "done" and straight.record.data["epochs_completed"] == 2  # 16 rows a pass, 40 read
     out = tmp_path / "killed"
-    train(pretrain_config(out, corpus), show_progress=False)
+    train(pretrain_config(out, source), show_progress=False)
     state = torch.load(out / "checkpoints" / "step-00000005" / "state.pt", weights_only=True)
     assert state["stream"]["step"] == 5 and state["stream"]["tokens"]  # stopped inside a document
+    assert ("hub" in state["stream"]["documents"]) == (where == "hub")
     for later in ("checkpoints/step-00000010", "model", "result.json", "evals.jsonl", "predictions.jsonl"):
         shutil.rmtree(out / later, ignore_errors=True) if (out / later).is_dir() else (out / later).unlink()
-    resumed = train(pretrain_config(out, corpus), show_progress=False)
+    resumed = train(pretrain_config(out, source), show_progress=False)
     assert resumed.metrics == straight.metrics
     weights = load_file(out / "model" / "model.safetensors")
     for name, tensor in load_file(tmp_path / "straight" / "model" / "model.safetensors").items():
