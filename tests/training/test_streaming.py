@@ -2,7 +2,10 @@
 first batch, a hub stream resumes from its own state, and a streamed run killed mid-stream resumes bit-identically."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from importlib import resources
 
 import pytest
@@ -211,3 +214,26 @@ def test_the_cli_streams_on_request_and_refuses_bad_input_before_any_work(tmp_pa
                                    "--max-seq-len", "16", "--eval-limit", "2", "--no-progress", "--out", str(out)])
     assert ran.exit_code == 0, ran.output
     assert json.loads((out / "result.json").read_text())["data"]["n_train_rows_read"] == 4
+
+
+def test_two_processes_streaming_match_one(tmp_path, documents):
+    """Under `accelerate launch` every process reads the whole stream and trains on its share of each batch."""
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": text} for text in documents])
+    common = ["--model", "llama-tiny", "--task", "c4", "--lora", "none", "--stream", "--train-data", str(corpus),
+              "--train-limit", "6", "--steps", "5", "--batch-size", "4", "--max-seq-len", "32", "--eval-limit", "2",
+              "--lr", "0.003", "--no-progress", "--checkpoint-every", "0"]
+    single = subprocess.run([sys.executable, "-m", "adamlab", "train", "--out", str(tmp_path / "one"), *common],
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541"]
+    double = subprocess.run([*launcher, "-m", "adamlab", "train", "--out", str(tmp_path / "two"), *common],
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "result.json").read_text())["processes"] == 2
+    losses = lambda run: [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").open()]
+    assert losses("two") == pytest.approx(losses("one"), rel=1e-6) and len(losses("one")) == 5
+    # Adam divides by the gradient's own scale, so all-reduce rounding moves a near-zero coordinate by ~1e-6
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for name, tensor in load_file(tmp_path / "one" / "model" / "model.safetensors").items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-3, atol=1e-5)
