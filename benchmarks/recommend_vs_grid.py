@@ -116,6 +116,8 @@ def run_workload(task_name: str, args, console: Console) -> dict:
         "grid_dev_best": {k: dev_best[k] for k in ("optimizer", "lr", "schedule", "dev", "test")},
         "oracle": {k: oracle[k] for k in ("optimizer", "lr", "schedule", "dev", "test")},
         "regret_points": 100 * (dev_best["test"] - picked["test"]["mean"]),
+        # The pick's own grid entry: the same 2 seeds as the grid's best, so seed noise cancels out of this regret.
+        "regret_points_same_seeds": next((100 * (dev_best["test"] - g["test"]) for g in grid if same(g)), None),
         "rank_in_grid_on_dev": rank, "within_top3": rank is not None and rank <= 3,
         "degenerate": not any(same(g) for g in usable),
         "grid_degenerate": sum(not g["usable"] for g in grid),
