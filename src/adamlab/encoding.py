@@ -3,7 +3,7 @@ masking with the prefix check, and padding."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -100,11 +100,15 @@ def collate(batch: Sequence[Encoded], pad_id: int, padding_side: str = "right") 
     return out
 
 
+def _check_eos(tokenizer) -> None:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("packing documents needs a tokenizer with an end-of-sequence token")
+
+
 def token_stream(tokenizer, documents: Sequence[str]) -> list[int]:
     """The documents' tokens end to end, each document followed by the end-of-sequence token, so the model learns
     where documents stop and one never runs into the next unmarked. No BOS or other special tokens are added."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("packing documents needs a tokenizer with an end-of-sequence token")
+    _check_eos(tokenizer)
     stream: list[int] = []
     for ids in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
         stream += ids
@@ -129,3 +133,44 @@ def pack_stream(stream: Sequence[int], seq_len: int) -> list[Encoded]:
 def pack_documents(tokenizer, documents: Sequence[str], seq_len: int) -> list[Encoded]:
     """``pack_stream(token_stream(...))``: the documents as rows of ``seq_len`` next-token predictions."""
     return pack_stream(token_stream(tokenizer, documents), seq_len)
+
+
+class StreamPacker:
+    """``pack_stream`` one row at a time over documents read only when a row needs them, for corpora too large to
+    tokenise before training starts. Over one pass of documents it yields exactly ``pack_documents``'s rows (each
+    document tokenised alone, as ``token_stream`` tokenises them, then followed by the end-of-sequence token).
+
+    ``tokens`` is the stream from the next row's first token on: at most one row plus the rest of the last document
+    read, so memory does not grow with the corpus. It is the packer's whole state, which a checkpoint keeps."""
+
+    def __init__(self, tokenizer, seq_len: int, tokens: Sequence[int] = ()):
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        _check_eos(tokenizer)
+        self.tokenizer, self.seq_len = tokenizer, seq_len
+        self.tokens = tokens
+
+    @property
+    def tokens(self) -> list[int]:
+        return self._buffer[self._start:]
+
+    @tokens.setter
+    def tokens(self, tokens: Sequence[int]) -> None:
+        # The next row starts at _start: advancing an index instead of deleting from the front of the list keeps a
+        # book-length document linear to pack.
+        self._buffer, self._start = list(tokens), 0
+
+    def next_row(self, documents: Iterator[str]) -> Encoded | None:
+        """The next row, reading documents from ``documents`` until it is full; ``None`` once they are exhausted and
+        no row is left (the state is then empty, ready for the next pass)."""
+        while len(self._buffer) - self._start <= self.seq_len:
+            text = next(documents, None)
+            if text is None:
+                break
+            self.tokens = [*self.tokens, *tokenize(self.tokenizer, text), self.tokenizer.eos_token_id]
+        if len(self._buffer) - self._start < 2:  # a lone last token predicts nothing: pack_stream makes no row of it
+            self.tokens = []
+            return None
+        ids = self._buffer[self._start : self._start + self.seq_len + 1]
+        self._start += self.seq_len  # the row's last token starts the next row: the one-token overlap
+        return Encoded(ids, list(ids), False)

@@ -61,6 +61,8 @@ def train(
     eval_data: Annotated[str | None, typer.Option(help="local .jsonl or hub dataset id (default: bundled sample)")] = None,
     train_limit: Annotated[int | None, typer.Option(help="a seeded subset of the training data")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="a seeded subset of the evaluation data (default: all)")] = None,
+    stream: Annotated[bool, typer.Option(help="pre-training: read and pack the corpus as the steps need it, in corpus "
+                                              "order (--train-limit: its first N documents)")] = False,
     eval_every: Annotated[int, typer.Option(help="evaluate every N steps (0: at the end only)")] = 0,
     eval_mode: Annotated[str, typer.Option(help="auto, score (answer choices) or generate")] = "auto",
     eval_batch_size: Annotated[int, typer.Option()] = 16,
@@ -88,7 +90,7 @@ def train(
             max_seq_len=max_seq_len, mask_prompt=mask_prompt, train_source=train_data, eval_source=eval_data,
             train_limit=train_limit, eval_limit=eval_limit, eval_every=eval_every, eval_mode=eval_mode,
             eval_batch_size=eval_batch_size, checkpoint_every=checkpoint_every, trackers=tracker or [],
-            fused_optimizer=fused_optimizer,
+            fused_optimizer=fused_optimizer, stream=stream,
         )
         if lr is None and not config.computes_own_lr:
             config.lr = DEFAULT_LR

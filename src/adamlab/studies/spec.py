@@ -45,6 +45,7 @@ DDS_KEYS = ("alpha",)
 TRAIN_KEYS = {
     "limit": ("train_limit", "int?"),
     "source": ("train_source", "str?"),
+    "stream": ("stream", "bool"),  # pre-training: the corpus read as the steps need it (adamlab.training.stream)
     "tokenizer": ("tokenizer", "str?"),  # from-scratch models: replaces the default tokenizer
     "grad_accum": ("grad_accum", "int"),
     "lr_scaling": ("lr_scaling", "str?"),

@@ -14,15 +14,22 @@ Bundled corpora (``data/c4``, ``data/wikitext2``; sources and licences in their 
 
 Hub corpora are streamed (``datasets.load_dataset(..., streaming=True)``) and read up to ``limit`` documents, so a
 user with internet never downloads all of C4 to run a study.
+
+A pre-training run with ``stream=True`` reads its training documents through ``CorpusTask.documents`` instead: one
+pass in corpus order, read lazily (local JSONL and text files line by line, hub corpora streamed), with a position
+that a checkpoint keeps and a resumed run reopens at (``adamlab.training.stream`` packs and batches them).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..extras import require
 from ..metrics import perplexity_scores
 from .base import DataError, Example, Records, Task, string_field
 
@@ -131,6 +138,124 @@ class CorpusTask(Task):
         non_empty = (record for record in stream if str(record.get(self.text_field, "")).strip())
         records = [record for record, _ in zip(non_empty, range(HUB_STREAM_LIMIT))]
         return records, lambda index: f"{dataset_id} ({hub_split} split, streamed), row {index}"
+
+
+    # ------------------------------------------------------------------------------------------ streaming
+
+    def documents(self, split: str, source: str | None = None, limit: int | None = None,
+                  position: Mapping[str, Any] | None = None) -> DocumentStream:
+        """One pass over the ``split`` documents of ``source`` in corpus order, read as they are asked for: the first
+        ``limit`` documents (all when None), starting at ``position`` (a ``DocumentStream.position()``) when given.
+        Local ``.jsonl`` and text files are read line by line and hub corpora streamed, so neither is held in memory;
+        other sources (the bundled samples, a ``.json`` array) are small and read whole."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
+        hub = None
+        if source is not None and source.endswith(".jsonl"):
+            records = self._jsonl_records(Path(source))
+        elif source is not None and source.endswith((".txt", ".text")):
+            records = self._text_records(Path(source))
+        elif source is None or source.endswith(".json"):
+            read, where = self._read(split, source)
+            records = ((record, lambda i=index: where(i)) for index, record in enumerate(read))
+        else:
+            require("datasets", "hub", f"streaming {source!r} from the Hugging Face Hub")
+            import datasets  # optional (the hub extra), so imported only here
+            hub_split = self.hub_splits[split]
+            hub = datasets.load_dataset(source, self.hub_configs.get(source), split=hub_split, streaming=True)
+            if position is not None and "hub" in position and hasattr(hub, "load_state_dict"):
+                hub.load_state_dict(copy.deepcopy(dict(position["hub"])))
+            records = ((record, lambda i=index: f"{source} ({hub_split} split, streamed), row {i}")
+                       for index, record in enumerate(hub)
+                       # WikiText's hub rows are lines, blank ones included: those are layout, not documents.
+                       if str(record.get(self.text_field, "")).strip())
+        return DocumentStream(self, records, limit, hub, position)
+
+    def _jsonl_records(self, file: Path) -> Iterator[tuple[Mapping[str, Any], Any]]:
+        if not file.is_file():  # checked when the stream is opened, not when its first record is read
+            raise FileNotFoundError(f"{self.name}: no data file at {file}")
+        return self._read_jsonl_records(file)
+
+    @staticmethod
+    def _read_jsonl_records(file: Path) -> Iterator[tuple[Mapping[str, Any], Any]]:
+        with file.open(encoding="utf-8") as lines:
+            number = 0
+            try:
+                for number, line in enumerate(lines, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise DataError(f"{file}, line {number}: not valid JSON ({error.msg})") from None
+                    if not isinstance(record, dict):
+                        raise DataError(f"{file}, line {number}: expected a JSON object, got {type(record).__name__}")
+                    yield record, lambda n=number: f"{file}, line {n}"
+            except UnicodeDecodeError:
+                raise DataError(f"{file}, line {number + 1}: not UTF-8 text") from None
+
+    def _text_records(self, file: Path) -> Iterator[tuple[Mapping[str, Any], Any]]:
+        """``_read_text_file``'s documents (blank-line-separated blocks), read line by line."""
+        if not file.is_file():  # checked when the stream is opened, not when its first record is read
+            raise FileNotFoundError(f"{self.name}: no data file at {file}")
+        return self._read_text_records(file, self.text_field)
+
+    @staticmethod
+    def _read_text_records(file: Path, text_field: str) -> Iterator[tuple[Mapping[str, Any], Any]]:
+        with file.open(encoding="utf-8") as physical_lines:
+            # str.splitlines on each physical line breaks lines where _read_text_file's splitlines does
+            lines = (line for physical in physical_lines for line in physical.splitlines())
+            block, start = [], 1
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    if not block:
+                        start = number
+                    block.append(line)
+                elif block:
+                    yield {text_field: "\n".join(block)}, lambda n=start: f"{file}, line {n}"
+                    block = []
+            if block:
+                yield {text_field: "\n".join(block)}, lambda n=start: f"{file}, line {n}"
+
+
+class DocumentStream(Iterator[str]):
+    """The texts of one pass over a corpus split, read on demand, with the position a resumed run restarts from:
+    the number of documents read and, for a hub stream, the dataset's own ``state_dict()`` (so resuming does not
+    re-download what was read). Without a hub state the documents before the position are read again and skipped
+    (nothing is tokenised). A record that is not a usable document raises ``DataError`` naming its file and line."""
+
+    def __init__(self, task: CorpusTask, records: Iterator[tuple[Mapping[str, Any], Any]], limit: int | None,
+                 hub: Any = None, position: Mapping[str, Any] | None = None):
+        self.task, self.limit, self._records, self._hub = task, limit, records, hub
+        self.documents = 0  # read so far in this pass
+        if position is not None:
+            if hub is not None and "hub" in position and hasattr(hub, "load_state_dict"):  # reopened at its state
+                self.documents = int(position["documents"])
+            else:
+                for _ in range(int(position["documents"])):
+                    if next(self, None) is None:
+                        raise DataError(f"{task.name}: the corpus ends before document {position['documents']}, "
+                                        "where the checkpoint stopped reading: it changed since the run started")
+
+    def __next__(self) -> str:
+        if self.limit is not None and self.documents >= self.limit:
+            raise StopIteration
+        record, where = next(self._records)
+        try:
+            text = string_field(record, self.task.text_field)
+        except KeyError as error:
+            raise DataError(f"{where()}: {self.task.name} record lacks field {error}") from None
+        except (TypeError, ValueError) as error:
+            raise DataError(f"{where()}: bad {self.task.name} record: {error}") from None
+        self.documents += 1
+        return text
+
+    def position(self) -> dict[str, Any]:
+        """Plain values only (a checkpoint loads them without unpickling code)."""
+        position: dict[str, Any] = {"documents": self.documents}
+        if self._hub is not None and hasattr(self._hub, "state_dict"):
+            position["hub"] = copy.deepcopy(self._hub.state_dict())
+        return position
 
 
 def c4_task() -> CorpusTask:

@@ -62,6 +62,9 @@ class TrainConfig:
     train_source: str | None = None
     eval_source: str | None = None
     train_limit: int | None = None
+    # Language modelling: read, tokenise and pack the training corpus as the steps need it, in corpus order, instead
+    # of all of it before step 1 (adamlab.training.stream); train_limit is then the first documents of each pass.
+    stream: bool = False
     eval_limit: int | None = None  # None: every evaluation example
     eval_every: int = 0  # 0: evaluate once, at the end
     eval_batch_size: int = 16
@@ -76,7 +79,7 @@ class TrainConfig:
         builds the schedule once, so nothing fails later mid-run."""
         if self.model not in builtin_models() and self.model.startswith((".", "/", "~")) and not Path(self.model).expanduser().is_dir():
             raise FileNotFoundError(f"model folder {self.model} does not exist")
-        get_task(self.task, **self.task_args)
+        task = get_task(self.task, **self.task_args)
         if "lr" in self.optimizer_args:
             raise ValueError("give the learning rate as lr, not inside optimizer_args")
         # Building the optimizer on a throwaway parameter runs every hyperparameter check now, not mid-run.
@@ -145,6 +148,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
+        if not isinstance(self.stream, bool):
+            raise ValueError(f"stream must be true or false, got {self.stream!r}")
+        if self.stream and task.kind != "language_modeling":
+            raise ValueError(f"stream reads a pre-training corpus; {self.task} is a {task.kind} task (read whole)")
+        if self.stream and self.lr_source == "dds" and "estimate" not in self.optimizer_args:
+            raise ValueError("a streamed run has no training examples in memory to estimate adam_dds's step size on: "
+                             "give a saved estimate (estimate=FILE) or a fixed lr")
         if self.lora is None and self.quantize_4bit:
             raise ValueError("4-bit quantization needs LoRA: quantized base weights cannot be trained directly")
 
@@ -191,7 +201,7 @@ class TrainConfig:
         ignored = {"out", "checkpoint_every", "keep_checkpoints", "trackers", "stop_at", "fused_optimizer"}  # same math
         # Fields added after studies were run count only when set, so existing trials keep their keys.
         unset_later_fields = {name for name in ("tokenizer", "lr_scaling", "base_batch_size")
-                              if getattr(self, name) is None}
+                              if getattr(self, name) is None} | ({"stream"} if self.stream is False else set())
         return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in ignored | unset_later_fields}))
 
     @property

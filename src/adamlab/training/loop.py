@@ -6,8 +6,8 @@ matter for trusting the numbers:
 * The loss of an optimizer step is the sum of per-token losses over the whole global batch divided by the number
   of target tokens in it, whatever the micro-batching and process count, so gradient accumulation and data
   parallelism give the gradient of one big batch (not a mean of micro-batch means).
-* The example order is a function of (seed, step), and checkpoints hold every RNG, so a run killed and resumed
-  ends bit-identical to an uninterrupted one on CPU.
+* The example order is a function of (seed, step), or for a streamed corpus a position saved with the checkpoint,
+  and checkpoints hold every RNG, so a run killed and resumed ends bit-identical to an uninterrupted one on CPU.
 * A non-finite loss stops the run with status ``diverged`` and the step; Ctrl-C checkpoints at the end of the
   current step and stops with status ``interrupted``.
 """
@@ -30,7 +30,7 @@ import torch
 from ..atomic import check_writable_folder, finite_record, read_json, rewrite_jsonl, write_json
 from ..atomic import read_jsonl as atomic_read_jsonl
 from ..console import phase
-from ..encoding import collate
+from ..encoding import Encoded, collate
 from ..evaluation import EvalResult, evaluate
 from ..models import peak_flops, training_flops_per_token
 from ..optim import create_optimizer, fused_optimizer_args
@@ -43,6 +43,7 @@ from .lr_source import LRResolution, resolve_lr, stability_warning
 from .order import ExampleOrder
 from .records import RunRecord, StepRecord
 from .setup import TrialInputs, prepare_trial
+from .stream import StreamedBatches
 from .telemetry import (UTILISATION_FILE, JsonlLog, UtilisationSampler, environment, memory, peak_rss_bytes,
                         progress_bar)
 
@@ -143,7 +144,7 @@ class Run:
     eval_examples: list
     trainable: list[torch.Tensor]
     track_update: bool
-    order: ExampleOrder
+    order: ExampleOrder | StreamedBatches  # which rows each step trains on
     step: int = 0
     elapsed: float = 0.0
     tokens_seen: int = 0
@@ -238,7 +239,8 @@ def prepare(config: TrainConfig, show_progress: bool = False) -> Run:
     return Run(config, accelerator, inputs, model, unwrapped, optimizer, scheduler,
                lr_resolution, eval_examples, trainable,
                track_update=sum(p.numel() for p in trainable) <= UPDATE_NORM_MAX_ELEMENTS,
-               order=ExampleOrder(len(inputs.encoded), config.batch_size, config.seed), show_progress=show_progress,
+               order=inputs.stream or ExampleOrder(len(inputs.encoded), config.batch_size, config.seed),
+               show_progress=show_progress,
                mfu_per_token_per_second=mfu_scale)
 
 
@@ -258,6 +260,8 @@ def resume(run: Run) -> None:
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, run.unwrapped, run.optimizer, run.scheduler)
         run.step, run.elapsed, run.tokens_seen = state["step"], state["elapsed"], state["tokens_seen"]
+        if isinstance(run.order, StreamedBatches):
+            run.order.load_state_dict(state["stream"])
     resume_step = run.step if checkpoint is not None else None
     if run.is_main:
         run.step_log = JsonlLog(out / "metrics.jsonl", resume_step)
@@ -310,7 +314,7 @@ def train_step(run: Run) -> StepRecord | None:
     micro = per_process // config.grad_accum
     pad_id = run.inputs.loaded.tokenizer.pad_token_id
     started = time.perf_counter()
-    batch_examples = [run.inputs.encoded[i] for i in run.order.batch(run.step)]
+    batch_examples = _batch_rows(run)
     targets = loss_targets(batch_examples)
     shard = batch_examples[rank * per_process : (rank + 1) * per_process]
     loss_sum = torch.zeros((), device=accelerator.device)
@@ -362,6 +366,13 @@ def train_step(run: Run) -> StepRecord | None:
     return record
 
 
+def _batch_rows(run: Run) -> list[Encoded]:
+    """The encoded rows of step ``run.step``: the next ones of a streamed corpus, or the examples the order picks."""
+    if isinstance(run.order, StreamedBatches):
+        return run.order.batch(run.step)
+    return [run.inputs.encoded[i] for i in run.order.batch(run.step)]
+
+
 def evaluate_run(run: Run) -> EvalResult | None:
     """Evaluate on every evaluation example (the main process; the others wait), and record it."""
     config, result = run.config, None
@@ -384,8 +395,10 @@ def evaluate_run(run: Run) -> EvalResult | None:
 
 def checkpoint(run: Run) -> None:
     if run.is_main:
+        position = {"stream": run.order.state_dict()} if isinstance(run.order, StreamedBatches) else {}
         save_checkpoint(run.config.out_dir, run.step, run.unwrapped, run.optimizer, run.scheduler,
-                        run.config.keep_checkpoints, {"elapsed": run.elapsed, "tokens_seen": run.tokens_seen})
+                        run.config.keep_checkpoints, {"elapsed": run.elapsed, "tokens_seen": run.tokens_seen,
+                                                      **position})
     run.accelerator.wait_for_everyone()
 
 
@@ -397,7 +410,6 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
     if run.sampler is not None:
         run.sampler.stop()
     inner = getattr(run.optimizer, "optimizer", run.optimizer)
-    encoded = run.inputs.encoded
     record = RunRecord(
         status=status,
         steps_completed=run.step,
@@ -410,8 +422,7 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
                    "param_groups": _config_summary(run.optimizer)},
         lr=run.lr_resolution.to_dict(),
         schedule={"name": config.schedule, "warmup_steps": config.warmup_steps, **config.schedule_args},
-        data={"n_train": len(encoded), "n_eval": len(run.eval_examples),
-              "n_truncated_train": sum(e.truncated for e in encoded)},
+        data=_data_summary(run),
         trainable_parameters=sum(p.numel() for p in run.trainable),
         tokens_seen=run.tokens_seen,
         wall_seconds=run.elapsed,
@@ -436,6 +447,16 @@ def finish(run: Run, status: str, diverged_at: int | None) -> TrainResult:
     if config.trackers:
         run.accelerator.end_training()
     return TrainResult(status, run.step, record.metrics, out, record, run.steps, run.evaluations, predictions)
+
+
+def _data_summary(run: Run) -> dict[str, Any]:
+    """The training and evaluation data of the run record: a streamed corpus by the rows and passes it read."""
+    if isinstance(run.order, StreamedBatches):
+        return {"streamed": True, "n_train_rows_read": run.step * run.config.batch_size,
+                "epochs_completed": run.order.epoch_index, "n_eval": len(run.eval_examples)}
+    encoded = run.inputs.encoded
+    return {"n_train": len(encoded), "n_eval": len(run.eval_examples),
+            "n_truncated_train": sum(e.truncated for e in encoded)}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

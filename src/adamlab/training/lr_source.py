@@ -241,6 +241,9 @@ def resolve_lr(
     elif given is not None:
         raise FileNotFoundError(f"no step-size estimate at {given}")
     else:
+        if config.stream:  # its rows are read as the steps run: none are in memory to estimate on
+            raise ValueError(f"the {method.name} learning rate is estimated on training examples in memory, and this "
+                             f"run streams its corpus (stream=true): give a fixed lr or a saved estimate")
         inputs = inputs or prepare_trial(config)
         started = time.perf_counter()
         with estimate_progress(show_progress, f"{method.name} learning rate for {config.model} on {config.task}") \

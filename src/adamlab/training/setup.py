@@ -11,13 +11,15 @@ from ..models import SCRATCH_MODELS, LoadedModel, apply_lora, check_sequence_len
 from ..tasks import get_task
 from ..tasks.base import Task
 from .config import TrainConfig
+from .stream import StreamedBatches
 
 
 @dataclass
 class TrialInputs:
     task: Task
     loaded: LoadedModel
-    encoded: list[Encoded]  # the training examples, tokenised as the loss sees them
+    encoded: list[Encoded]  # the training examples, tokenised as the loss sees them (none when streamed)
+    stream: StreamedBatches | None = None  # a streamed corpus's training rows, read as the steps ask for them
 
 
 def prepare_trial(config: TrainConfig) -> TrialInputs:
@@ -38,6 +40,9 @@ def prepare_trial(config: TrainConfig) -> TrialInputs:
         loaded = apply_lora(loaded, config.lora)
     encode = encode_classifier if loaded.head == "classifier" else partial(encode_causal,
                                                                             mask_prompt=config.mask_prompt)
+    if config.stream:  # validate() allows it for language modelling only; nothing is read before step 1
+        return TrialInputs(task, loaded, [], StreamedBatches(task, config.train_source, config.train_limit,
+                                                             loaded.tokenizer, config.max_seq_len, config.batch_size))
     # Subsets are drawn with a fixed seed, not the run's: every seed of a comparison sees the same data.
     examples = task.load("train", config.train_source, config.train_limit)
     if task.kind == "language_modeling":  # documents packed into rows of max_seq_len next-token targets
