@@ -51,8 +51,8 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
     "fused",
     foreach="use the multi-tensor path for the elementwise (non-low-rank) groups (``None`` = whenever the tensors "
     "allow it).",
-    fused="compile the elementwise (non-low-rank) groups' update into one kernel (default off; see ``adamlab.optim"
-    "._fused``).",
+    fused="compile the elementwise (non-low-rank) groups' update into one kernel, and form low-rank groups' power "
+    "step without a strided copy (default off; see ``adamlab.optim._fused``).",
 )
 class LDAdamW(Optimizer):
     r"""LDAdamW: Adam from low-dimensional gradient statistics, with a projection-aware state update and
@@ -496,7 +496,7 @@ def _accumulate_and_power_step(
     """The first half of spec §3 (1) for one matrix: the accumulated gradient a = g + e, summed into the error
     buffer (the next error is written over it, so no buffer is allocated per step), and the power-iteration block
     Y = B B^T P_old whose QR gives the new basis; Y is None where the basis comes from an SVD (first step, SVD
-    methods). ``fused`` forms B without a strided copy (``_power_block``)."""
+    methods). ``fused`` forms B without a strided copy (``_right_power_block``)."""
     g = grad.to(dtype)
     # With ef_storage="grad", p.grad already is g + e (backward added onto the buffer step() left there).
     error_buffer = state.get("error") if error_feedback else None
@@ -507,31 +507,28 @@ def _accumulate_and_power_step(
     p_old = state.get("projector")
     if p_old is None or proj_method != "power_iteration":
         return a, None
-    if fused:
-        return a, _power_block(a, p_old, state["exp_avg"], right=right, x_weight=1 - rho,
-                               momentum_weight=rho / (1 - beta1**k))
+    if fused and right:
+        return a, _right_power_block(a, p_old, state["exp_avg"], x_weight=1 - rho,
+                                     momentum_weight=rho / (1 - beta1**k))
     x = a.mT if right else a
     # One block power step on B B^T, warm-started at the old basis; B = rho P m / bc1 + (1 - rho) x in one addmm.
     b = torch.addmm(x, p_old, state["exp_avg"], beta=1 - rho, alpha=rho / (1 - beta1**k))
     return a, b @ (b.mT @ p_old)
 
 
-def _power_block(a: Tensor, p_old: Tensor, exp_avg: Tensor, *, right: bool, x_weight: float,
-                 momentum_weight: float) -> Tensor:
-    """The fused path's Y = B B^T P_old for B = x_weight x + momentum_weight P_old m, with B formed in the
-    parameter's layout. For a right-projected matrix x is the transposed view a^T, and the reference's
-    ``addmm(x, ...)`` first copies that strided view into B, the costliest single op of its step on CPU; here
+def _right_power_block(a: Tensor, p_old: Tensor, exp_avg: Tensor, *, x_weight: float,
+                       momentum_weight: float) -> Tensor:
+    """The fused path's Y = B B^T P_old for a right-projected matrix, B = x_weight x + momentum_weight P_old m
+    formed in the parameter's layout. There x is the transposed view a^T, and the reference's ``addmm(x, ...)``
+    first copies that strided view into B, the costliest single op of its step on CPU; here
     B^T = x_weight a + momentum_weight m^T P_old^T is written contiguously from a, and Y = (B^T)^T (B^T P_old): the
-    same products, so the same values to rounding.
+    same products, so the same values to rounding. (A left-projected matrix's x is a itself: nothing to save.)
 
     Two cheaper forms were measured and left out because they move the float32 result by more than 1e-6 relative
     in 50 steps (the error buffer, a small difference of large terms, carries ~1e-5 of rounding in float32: the
     reference itself is 1.8e-5 from its float64 run there): not forming B at all (B^T P_old = x_weight x^T P_old +
     momentum_weight m^T P_old^T P_old, one full-size pass fewer), and compiling the r x D work between the
     products (moments, direction, the residual's factors: ~30 small ops per matrix, 10% of the step at rank 16)."""
-    if not right:
-        b = torch.addmm(a, p_old, exp_avg, beta=x_weight, alpha=momentum_weight)
-        return b @ (b.mT @ p_old)
     b_t = torch.addmm(a, exp_avg.mT, p_old.mT, beta=x_weight, alpha=momentum_weight)
     return b_t.mT @ (b_t @ p_old)
 
