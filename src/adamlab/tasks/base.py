@@ -41,6 +41,17 @@ class DataError(ValueError):
     """A data file or record that cannot be used; the message says where (file and line, or hub row)."""
 
 
+def jsonl_record(line: str, name: object, line_number: int) -> dict[str, Any]:
+    """One line of a JSONL file as its record (a JSON object), or a DataError naming the file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{name}, line {line_number}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{name}, line {line_number}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
 def chat(system: str | None, user: str) -> tuple[dict[str, str], ...]:
     """Chat messages for a prompt: the system message when there is one, then the user turn."""
     user_turn = {"role": "user", "content": user}
@@ -183,13 +194,7 @@ class Task(ABC):
         for line_number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{name}, line {line_number}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise DataError(f"{name}, line {line_number}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
+            records.append(jsonl_record(line, name, line_number))
             line_numbers.append(line_number)
         if not records:  # caught here, before a model is loaded or a run folder written
             raise DataError(f"{name} holds no records")

@@ -23,7 +23,6 @@ that a checkpoint keeps and a resumed run reopens at (``adamlab.training.stream`
 from __future__ import annotations
 
 import copy
-import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 from ..extras import require
 from ..metrics import perplexity_scores
-from .base import DataError, Example, Records, Task, string_field
+from .base import DataError, Example, Records, Task, jsonl_record, string_field
 
 EVAL_DOCUMENTS = 200  # c4: documents held out for evaluation, as the sample's README suggests
 SPLIT_SEED = 0
@@ -184,13 +183,7 @@ class CorpusTask(Task):
                 for number, line in enumerate(lines, start=1):
                     if not line.strip():
                         continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise DataError(f"{file}, line {number}: not valid JSON ({error.msg})") from None
-                    if not isinstance(record, dict):
-                        raise DataError(f"{file}, line {number}: expected a JSON object, got {type(record).__name__}")
-                    yield record, lambda n=number: f"{file}, line {n}"
+                    yield jsonl_record(line, file, number), lambda n=number: f"{file}, line {n}"
             except UnicodeDecodeError:
                 raise DataError(f"{file}, line {number + 1}: not UTF-8 text") from None
 
