@@ -23,6 +23,9 @@ workloads can run as parallel processes, one per core:
 
     OMP_NUM_THREADS=1 python benchmarks/recommend_vs_grid.py --tasks ag_news &
     OMP_NUM_THREADS=1 python benchmarks/recommend_vs_grid.py --tasks sst2
+
+After a change to ``recommend``, ``--out NEW --grid-from OLD`` runs the recommendation afresh and reads the grid
+back from OLD (refused unless the train and dev files are byte-identical).
 """
 
 from __future__ import annotations
@@ -76,14 +79,22 @@ def run_workload(task_name: str, args, console: Console) -> dict:
     grid = []
     started = time.perf_counter()
     searched = candidates(settings)
+    grid_folder, train_file, dev_file = folder, split["train_file"], split["dev_file"]
+    if args.grid_from is not None:
+        # A grid already trained over the same search space on byte-identical train/dev files is this grid: its
+        # trial folders are read back (the trial keys name the data files, so they are computed with its paths).
+        grid_folder = args.grid_from / task_name
+        train_file, dev_file = (str(grid_folder / "data" / Path(name).name) for name in (train_file, dev_file))
+        for ours, theirs in ((split["train_file"], train_file), (split["dev_file"], dev_file)):
+            if Path(ours).read_bytes() != Path(theirs).read_bytes():
+                raise SystemExit(f"--grid-from: {theirs} differs from {ours}, so that grid is not this one")
     # A second process given --reverse fills the grid from the other end; each trial folder is trained under its
     # lock and read back once finished, so the two meet in the middle without running anything twice.
     order = [(c, seed) for c in searched for seed in range(GRID_SEEDS)]
     results = {}
     for candidate, seed in reversed(order) if args.reverse else order:
-        config = settings.trial_config(candidate, seed, "", train_source=split["train_file"],
-                                       dev_source=split["dev_file"])
-        config.out = str(folder / "trials" / trial_key(config))
+        config = settings.trial_config(candidate, seed, "", train_source=train_file, dev_source=dev_file)
+        config.out = str(grid_folder / "trials" / trial_key(config))
         outcome = run_trial(config)
         accuracy = (outcome.record or {}).get("metrics", {}).get("accuracy")
         reason = exclusion_reason(outcome.status, [p.get("prediction") for p in outcome.predictions], accuracy,
@@ -113,6 +124,7 @@ def run_workload(task_name: str, args, console: Console) -> dict:
         "workload": f"{args.model} + LoRA on {task_name}, {settings.steps} steps", "task": task_name,
         "configurations": len(grid),
         "recommendation": {k: picked[k] for k in ("optimizer", "lr", "schedule", "dev", "test", "cost")},
+        "grid_folder": str(grid_folder),
         "recommend_seconds": recommend_seconds, "grid_seconds_beyond_recommend": grid_seconds,
         "ratio": picked["cost"]["trial_steps"] / grid_steps,
         "grid_trial_steps": grid_steps,
@@ -167,6 +179,8 @@ def main() -> None:
     parser.add_argument("--reverse", action="store_true",
                         help="run the grid from its last trial: a second process filling the same grid")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/recommend_vs_grid"))
+    parser.add_argument("--grid-from", type=Path, default=None,
+                        help="the --out of an earlier run whose grid (same search space and data) to reuse")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "recommend_vs_grid.json")
     args = parser.parse_args()
     console = Console()

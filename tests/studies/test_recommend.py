@@ -14,7 +14,7 @@ from adamlab.studies.confidence import binomial_se, bootstrap_draws, difference,
 from adamlab.studies.devsplit import carve_dev_split, dev_size
 from adamlab.studies.guards import exclusion_reason, majority_baseline
 from adamlab.studies.recommend import (RESULT_FILE, candidates, load_recommend_spec, plan_rungs, promote,
-                                       read_runs, recommend, verdict_line)
+                                       read_runs, recommend, room_for_close_calls, verdict_line)
 from adamlab.tasks import get_task
 from adamlab.tasks.base import Task
 from .recommend_helpers import DIVERGING_LR, tiny_settings
@@ -47,8 +47,33 @@ def test_dev_split_is_disjoint_stratified_and_a_function_of_the_seed(tmp_path):
 
 def test_promotion_keeps_the_top_third_rounded_up_ties_in_candidate_order():
     scores = {"a": 0.5, "b": 0.9, "c": 0.7, "d": 0.7, "e": 0.1, "f": 0.8, "g": 0.2}
-    assert promote(scores, list("abcdefg"), eta=3) == ["b", "f", "c"]
-    assert promote(scores, list("abdcefg"), eta=3) == ["b", "f", "d"]
+    assert promote(scores, list("abcdefg"), keep=3) == ["b", "f", "c"]
+    assert promote(scores, list("abdcefg"), keep=3) == ["b", "f", "d"]
+
+
+def test_close_calls_at_the_cut_continue_best_first_as_far_as_the_room_goes():
+    # One standard error at 0.70 on 100 examples is 0.046: d (0.70) and a (0.66) cannot be told from the cut c.
+    scores = {"a": 0.66, "b": 0.9, "c": 0.7, "d": 0.7, "e": 0.64, "f": 0.8, "g": 0.2}
+    order = list("abcdefg")
+    assert promote(scores, order, keep=3, n_eval=100, room=5) == ["b", "f", "c", "d", "a"]
+    assert promote(scores, order, keep=3, n_eval=100, room=1) == ["b", "f", "c", "d"]
+    assert promote(scores, order, keep=3, n_eval=100, room=0) == ["b", "f", "c"]
+    assert promote(scores, order, keep=3, n_eval=10_000, room=5) == ["b", "f", "c", "d"]  # SE 0.0046
+
+
+def test_room_for_close_calls_is_what_the_budget_leaves_after_the_rest_of_the_plan():
+    plan = plan_rungs(20, 150, eta=3, seeds=2, finalists=2, min_rung=10, budget_steps=1500)
+    assert plan.steps == [16, 48, 150] and plan.survivors == [20, 7, 3]
+    # After rung 0 (320 steps spent), the plan still owes 7 x 32 + 3 x 102, the finalists' second seeds (2 x 150)
+    # and the baseline from step 48 on both seeds (300 - 48): 1402 of 1500, room for 3 more trials of 32 steps.
+    assert room_for_close_calls(plan, 0, spent=320, keep=7, baseline_reach=48, seeds=2, finalists=2,
+                                budget_steps=1500) == 3
+    # After rung 1 (544 spent) with an AdamW trial among the 3 kept, its first seed reaches the horizon: 1300 owed,
+    # room for one more trial of 102 steps; with none kept the baseline owes 300 - 48 and there is none.
+    assert room_for_close_calls(plan, 1, spent=544, keep=3, baseline_reach=150, seeds=2, finalists=2,
+                                budget_steps=1500) == 1
+    assert room_for_close_calls(plan, 1, spent=544, keep=3, baseline_reach=48, seeds=2, finalists=2,
+                                budget_steps=1500) == 0
 
 
 def test_rung_plan_matches_the_worked_example():
@@ -149,7 +174,9 @@ def test_halving_promotes_the_best_on_dev_and_counts_every_step_once(tiny_recomm
     assert len(first) == 5 and len(second) == 2
     eligible = {r.trial: r.dev["accuracy"] for r in first if r.reason is None}
     order = [r.trial for r in sorted(first, key=lambda r: [c.lr for c in candidates(settings)].index(r.candidate["lr"]))]
-    assert sorted(r.trial for r in second) == sorted(promote(eligible, order, 3))
+    # A quarter of this tiny grid is below the plan's own cost, so no close call at the cut gets extra room.
+    expected = promote(eligible, order, keep=math.ceil(len(eligible) / 3))
+    assert sorted(r.trial for r in second) == sorted(expected)
     assert all(r.steps_run == 18 for r in second)  # continued from step 9, not restarted
     assert result["cost"]["trial_steps"] == sum(r.steps_run for r in runs)
     promoted = {r.trial for r in second}

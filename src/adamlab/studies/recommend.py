@@ -8,8 +8,10 @@ The protocol (docs/recommend.md has the reasoning):
    each recording where it came from.
 3. Successive halving with continuation: every candidate trains to the first rung and is evaluated on dev; the top
    ceil(n / eta) of those not excluded by the guards continue from their checkpoint to the next rung, and so on to
-   the full horizon. The schedule always spans the full horizon (``TrainConfig.stop_at`` pauses a run, it does not
-   shorten it), so a promoted trial ends bit-identical to an uninterrupted run and no step is paid twice.
+   the full horizon. Trials within one standard error of the last one kept (the dev set cannot order them) continue
+   too, best first, as far as the budget has room. The schedule always spans the full horizon
+   (``TrainConfig.stop_at`` pauses a run, it does not shorten it), so a promoted trial ends bit-identical to an
+   uninterrupted run and no step is paid twice.
 4. Finalists (the best at the last rung) and the baseline (AdamW at its own best learning rate) are run with more
    seeds; their dev scores get two-level bootstrap intervals, paired differences to the baseline and P(best).
 5. The winner is the best finalist on dev, unless its lead over a more standard option is within noise (a tie):
@@ -22,8 +24,9 @@ Why the promotion rule is written here rather than taken from Optuna's ``Success
 asynchronous (ASHA). It decides each trial against the values other trials reported *before* its own
 ``should_prune`` call, so driving it rung by rung prunes nothing early on and its result depends on call order
 (nine trials reported at one rung and asked in turn: none pruned). The synchronous rule (rank everything at the
-rung, keep the top ceil(n / eta)) is three lines; Ray Tune's synchronous ``HyperBandScheduler`` would need every
-trial rewritten as a Tune trainable with Tune's own checkpointing, replacing adamlab's executors.
+rung, keep the top ceil(n / eta) and the close calls the budget pays for) is a few lines; Ray Tune's synchronous
+``HyperBandScheduler`` runs several brackets (not one halving) and would need every trial rewritten as a Tune
+trainable with Tune's own checkpointing, replacing adamlab's executors.
 """
 
 from __future__ import annotations
@@ -270,12 +273,35 @@ def plan_rungs(n: int, horizon: int, eta: int, seeds: int, finalists: int, min_r
     return fitting[0] if fitting else options[-1]
 
 
-def promote(scores: dict[str, float], order: Sequence[str], eta: int) -> list[str]:
-    """Synchronous successive halving: the top ceil(n / eta) of the ``scores`` (keys: trials not excluded), ties
-    broken by ``order`` (the candidate order, baseline first)."""
+def promote(scores: dict[str, float], order: Sequence[str], keep: int, n_eval: int | None = None,
+            room: int = 0) -> list[str]:
+    """Synchronous successive halving: the top ``keep`` of the ``scores`` (keys: trials not excluded), ties broken by
+    ``order`` (the candidate order, baseline first); then, best first and at most ``room`` of them, the trials whose
+    score is within one standard error (``n_eval`` examples) of the last one kept. A cut between scores the dev set
+    cannot tell apart is a coin toss, and the configuration it drops may be the one that rises most by the end."""
     position = {key: index for index, key in enumerate(order)}
     ranked = sorted(scores, key=lambda key: (-scores[key], position[key]))
-    return ranked[: math.ceil(len(ranked) / eta)]
+    kept = ranked[:keep]
+    if not kept or not n_eval or room < 1:
+        return kept
+    cut = scores[kept[-1]]
+    close = [key for key in ranked[keep:] if scores[key] >= cut - binomial_se(cut, n_eval)]
+    return kept + close[:room]
+
+
+def room_for_close_calls(plan: RungPlan, rung: int, spent: int, keep: int, baseline_reach: int, seeds: int,
+                         finalists: int, budget_steps: int) -> int:
+    """How many trials beyond the ``keep`` best the budget lets continue from rung ``rung`` to the next one: the
+    steps left after the cheapest honest projection of the rest (the planned survivors of the later rungs, the
+    finalists' other seeds, the baseline trained from ``baseline_reach`` to the horizon on every seed), over the
+    steps one more trial costs to reach the next rung. Later rungs keep their planned counts, so an extra trial
+    costs only this segment."""
+    horizon = plan.steps[-1]
+    segment = plan.steps[rung + 1] - plan.steps[rung]
+    later = sum(count * (end - start) for count, start, end in
+                zip(plan.survivors[rung + 2:], plan.steps[rung + 1:-1], plan.steps[rung + 2:]))
+    confirm = min(finalists, plan.survivors[-1]) * (seeds - 1) * horizon + seeds * horizon - baseline_reach
+    return max(budget_steps - (spent + keep * segment + later + confirm), 0) // segment
 
 
 # ---------------------------------------------------------------------------------------------- the run record
@@ -486,6 +512,7 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
             return records
 
         # Successive halving on the study seed.
+        adamw = [c for c in pool if resolve_name(c.optimizer) == BASELINE]
         alive = pool
         reached: dict[Candidate, RunRecord] = {}
         for rung, stop in enumerate(plan.steps):
@@ -494,13 +521,22 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
                 reached[candidate] = records[key_of(candidate, settings.seed)]
             eligible = {c: reached[c].dev["accuracy"] for c in alive if reached[c].reason is None}
             if rung < len(plan.steps) - 1:
-                alive = promote(eligible, pool, settings.eta)
+                keep = min(math.ceil(len(eligible) / settings.eta), plan.survivors[rung + 1])
+                kept = promote(eligible, pool, keep)
+                # How far the baseline's first seed will have trained: its confirmation pays the rest.
+                reach = max((plan.steps[rung + 1] if c in kept else reached[c].step if reached[c].reason is None
+                             else 0) for c in adamw)
+                room = room_for_close_calls(plan, rung, sum(r.steps_run for r in runs.all()), keep, reach,
+                                            settings.seeds, settings.finalists, budget_steps)
+                alive = promote(eligible, pool, keep, split.n_dev, room)
+                if len(alive) > keep:
+                    log(f"  also continuing, within one standard error of the cut: "
+                        f"{', '.join(c.label for c in alive[keep:])}")
                 alive.sort(key=pool.index)
         final_scores = {c: reached[c].dev["accuracy"] for c in alive if reached[c].reason is None}
         finalists = sorted(final_scores, key=lambda c: (-final_scores[c], pool.index(c)))[: settings.finalists]
 
         # The baseline: AdamW at its own best learning rate, judged where it got furthest.
-        adamw = [c for c in pool if resolve_name(c.optimizer) == BASELINE]
         baseline = max(adamw, key=lambda c: (reached[c].reason is None, reached[c].step,
                                              reached[c].dev.get("accuracy") or 0.0, -pool.index(c)))
         confirm = finalists + ([baseline] if baseline not in finalists else [])
