@@ -247,6 +247,14 @@ def test_suggested_centres_come_from_the_resolver_on_the_training_side(tmp_path)
     assert all(c.lr_origin.startswith("adamlab suggest") for c in found if c.optimizer == "adamw")
 
 
+def test_the_report_names_the_close_calls_continued_past_a_cut():
+    from adamlab.reports.verdict import close_calls
+
+    calls = [{"rung": 1, "step": 48, "continued": ["adamw lr 0.003 cosine"]}]
+    assert close_calls(calls) == "; after step 48 also adamw lr 0.003 cosine (within one standard error of the cut)"
+    assert close_calls([]) == ""
+
+
 def test_report_opens_with_the_verdict_and_its_evidence(tiny_recommendation):
     from adamlab.reports.verdict import write_verdict_report
 

@@ -80,6 +80,12 @@ def confidence_rows(recommendation: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def close_calls(calls: list[dict[str, Any]]) -> str:
+    """The trials continued past a rung beyond its top 1/eta, within one dev standard error of the cut."""
+    return "".join(f"; after step {c['step']} also {', '.join(c['continued'])} (within one standard error of the cut)"
+                   for c in calls)
+
+
 def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -178,7 +184,8 @@ def write_verdict_report(folder: str | Path) -> VerdictReport:
         confidence,
         f"Search: {r['search']['configurations']} configurations, successive halving with eta "
         f"{r['search']['eta']}, rungs at steps {r['search']['rungs']} ({r['search']['survivors']} configurations "
-        f"reaching each); finalists {', '.join(r['search']['finalists'])}.",
+        f"planned to reach each){close_calls(r['search'].get('close_calls', []))}; finalists "
+        f"{', '.join(r['search']['finalists'])}.",
         "![survival](survival.png)",
         "### Excluded", "\n".join(excluded),
         "### Cost",

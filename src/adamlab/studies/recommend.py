@@ -515,6 +515,7 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
         adamw = [c for c in pool if resolve_name(c.optimizer) == BASELINE]
         alive = pool
         reached: dict[Candidate, RunRecord] = {}
+        close_calls: list[dict[str, Any]] = []  # trials continued beyond the top 1/eta, per rung
         for rung, stop in enumerate(plan.steps):
             records = run_stage(f"rung-{rung}", [(c, settings.seed) for c in alive], stop)
             for candidate in alive:
@@ -530,6 +531,7 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
                                             settings.seeds, settings.finalists, budget_steps)
                 alive = promote(eligible, pool, keep, split.n_dev, room)
                 if len(alive) > keep:
+                    close_calls.append({"rung": rung, "step": stop, "continued": [c.label for c in alive[keep:]]})
                     log(f"  also continuing, within one standard error of the cut: "
                         f"{', '.join(c.label for c in alive[keep:])}")
                 alive.sort(key=pool.index)
@@ -620,7 +622,8 @@ def recommend(settings: RecommendSettings, *, log: Callable[[str], None] = lambd
                          for c in sorted(usable, key=lambda c: -usable[c].mean()) if c != winner],
         "excluded": excluded,
         "search": {"configurations": len(pool), "eta": settings.eta, "rungs": plan.steps,
-                   "survivors": plan.survivors, "finalists": [c.label for c in finalists],
+                   "survivors": plan.survivors, "close_calls": close_calls,
+                   "finalists": [c.label for c in finalists],
                    "candidates": [c.to_dict() for c in pool]},
         "dev_split": split.to_dict(),
         "majority_baseline": {"dev": baseline_score, "se": binomial_se(baseline_score, split.n_dev),
