@@ -292,8 +292,8 @@ def promote(scores: dict[str, float], order: Sequence[str], keep: int, n_eval: i
 def room_for_close_calls(plan: RungPlan, rung: int, spent: int, keep: int, baseline_reach: int, seeds: int,
                          finalists: int, budget_steps: int) -> int:
     """How many trials beyond the ``keep`` best the budget lets continue from rung ``rung`` to the next one: the
-    steps left after the cheapest honest projection of the rest (the planned survivors of the later rungs, the
-    finalists' other seeds, the baseline trained from ``baseline_reach`` to the horizon on every seed), over the
+    steps left after the rest of the plan counted at its most expensive (the planned survivors of the later rungs,
+    the finalists' other seeds, the baseline trained from ``baseline_reach`` to the horizon on every seed), over the
     steps one more trial costs to reach the next rung. Later rungs keep their planned counts, so an extra trial
     costs only this segment."""
     horizon = plan.steps[-1]
