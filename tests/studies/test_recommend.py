@@ -183,6 +183,26 @@ def test_halving_promotes_the_best_on_dev_and_counts_every_step_once(tiny_recomm
     assert min(eligible[k] for k in promoted) >= max(v for k, v in eligible.items() if k not in promoted)
 
 
+def test_with_room_in_the_budget_the_close_calls_at_the_cut_continue_and_the_budget_holds(tmp_path):
+    # Three Lion rates that all learn the task quickly, so the cut after the first rung falls between close scores;
+    # 215 trial-steps: still too few for the grid without halving (216), room beyond the halving plan's 180.
+    settings = tiny_settings(tmp_path, lrs={"adamw": [3e-3, 1e-2], "lion": [1e-3, 2e-3, 3e-3]}, budget=None,
+                             budget_steps=215)
+    result = recommend(settings)
+    runs = read_runs(settings.out)
+    first = {r.trial: r for r in runs if r.stage == "rung-0"}
+    second = {r.trial for r in runs if r.stage == "rung-1"}
+    eligible = {key: r.dev["accuracy"] for key, r in first.items() if r.reason is None}
+    keep = min(math.ceil(len(eligible) / 3), result["search"]["survivors"][1])
+    ranked = sorted(eligible, key=lambda key: -eligible[key])
+    cut = eligible[ranked[keep - 1]]
+    extras = second - set(ranked[:keep])
+    assert set(ranked[:keep]) <= second and extras  # the top third, and on this data at least one close call
+    assert all(cut - binomial_se(cut, result["dev_split"]["n_dev"]) <= eligible[key] <= cut for key in extras)
+    assert [len(c["continued"]) for c in result["search"]["close_calls"]] == [len(extras)]
+    assert result["cost"]["trial_steps"] <= result["cost"]["budget_trial_steps"]
+
+
 def test_a_diverging_configuration_is_excluded_and_never_recommended(tiny_recommendation):
     _, result, _ = tiny_recommendation
     diverged = [e for e in result["excluded"] if e["config"]["lr"] == DIVERGING_LR]
