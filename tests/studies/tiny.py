@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,4 +44,8 @@ def write_spec(folder: Path, text: str = TINY_SPEC, name: str = "tiny.yaml") -> 
 
 
 def cli_process(*args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI, *map(str, args)], text=True, **popen)
+    """The CLI in a child process that a test can signal. Ctrl-C is restored to its default first: a test suite
+    started in the background of a non-interactive shell (``make test &``) inherits SIGINT ignored, and so would
+    the child, which then never sees the Ctrl-C the test sends."""
+    return subprocess.Popen([sys.executable, "-c", CLI, *map(str, args)], text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
