@@ -68,14 +68,18 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_mmap_threshold, 2**30)
 
 
-def llama_shaped_params(layers: int, hidden: int, intermediate: int, seed: int = 0) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
+def llama_shaped_params(
+    layers: int, hidden: int, intermediate: int, seed: int = 0, device: torch.device | str = "cpu"
+) -> list[torch.Tensor]:
+    """Parameters and gradients drawn on ``device`` (a GPU-sized set drawn on the CPU would take longer than the
+    measurement); the same seed gives the same values on one device."""
+    gen = torch.Generator(device).manual_seed(seed)
     shapes = []
     for _ in range(layers):
         shapes += [(hidden, hidden)] * 4 + [(intermediate, hidden)] * 2 + [(hidden, intermediate)] + [(hidden,)] * 2
-    params = [torch.nn.Parameter(torch.randn(shape, generator=gen) * 0.02) for shape in shapes]
+    params = [torch.nn.Parameter(torch.randn(shape, generator=gen, device=device) * 0.02) for shape in shapes]
     for p in params:
-        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+        p.grad = torch.randn(p.shape, generator=gen, device=device) * 1e-3
     return params
 
 
@@ -249,9 +253,7 @@ def compile_seconds(name: str, args: argparse.Namespace, device: torch.device) -
     timings = []
     for _ in range(2):
         torch._dynamo.reset()
-        params = [p.to(device) for p in llama_shaped_params(args.layers, args.hidden, args.intermediate)]
-        for p, q in zip(params, llama_shaped_params(args.layers, args.hidden, args.intermediate)):
-            p.grad = q.grad.to(device)
+        params = llama_shaped_params(args.layers, args.hidden, args.intermediate, device=device)
         optimizer = build_path(name, params, "fused", args)
         start = time.perf_counter()
         optimizer.step()
@@ -262,19 +264,19 @@ def compile_seconds(name: str, args: argparse.Namespace, device: torch.device) -
     return timings[0], timings[1]
 
 
-def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
+def roofline(args: argparse.Namespace, console: Console, save: Callable[[list[dict]], None]) -> list[dict]:
+    """The table's rows, each passed to ``save`` (with those before it) as soon as it is measured, so a run cut
+    short by a time limit (a lent GPU's) keeps what it measured."""
     device = torch.device(args.device)
     timer = make_timer(device)
     names = [n for n in (args.only or FUSED_OPTIMIZERS) if n in FUSED_OPTIMIZERS]
-    compile_times = {name: compile_seconds(name, args, device) for name in names}
     rows = []
     for name in names:
+        compile_cold, compile_warm = compile_seconds(name, args, device)
         runs = {}
         labels = [("adamw (torch, fused)", None), *((name, path) for path in ("reference", "foreach", "fused"))]
         for label, path in labels:
-            params = [p.to(device) for p in llama_shaped_params(args.layers, args.hidden, args.intermediate)]
-            for p, q in zip(params, llama_shaped_params(args.layers, args.hidden, args.intermediate)):
-                p.grad = q.grad.to(device)
+            params = llama_shaped_params(args.layers, args.hidden, args.intermediate, device=device)
             if path is None:
                 optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)
             else:
@@ -292,7 +294,6 @@ def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
         roofline_seconds = optimizer_bytes / bandwidth
         forced_roofline_seconds = (optimizer_bytes + extra_bytes) / bandwidth
         seconds = {path: statistics.median(samples) for (_, path), (_, samples, _, _) in list(runs.items())[1:]}
-        cold, warm = compile_times[name]
         rows.append({
             "optimizer": name,
             "bytes_per_step": optimizer_bytes,
@@ -307,12 +308,17 @@ def roofline(args: argparse.Namespace, console: Console) -> list[dict]:
             "target_fused_x_roofline": MAX_FUSED_TO_ROOFLINE,
             "meets_roofline_target": seconds["fused"] / roofline_seconds <= MAX_FUSED_TO_ROOFLINE,
             "fused_to_adamw_fused": seconds["fused"] / adamw_seconds,
-            "compile_seconds": {"cold": cold, "warm": warm},
+            "compile_seconds": {"cold": compile_cold, "warm": compile_warm},
         })
         if name == "ldadam":
             rows[-1]["target_fused_to_adamw_fused"] = MAX_LDADAM_TO_ADAMW_FUSED
             rows[-1]["meets_adamw_fused_target"] = seconds["fused"] / adamw_seconds <= MAX_LDADAM_TO_ADAMW_FUSED
         console.log(f"{name}: " + ", ".join(f"{path} {1e3 * t:.1f} ms" for path, t in seconds.items()))
+        save(rows)
+        del runs
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
     table = Table(title=f"optimizer step vs memory roofline, {args.layers} Llama layers at hidden {args.hidden}, "
                   f"fp32, {device.type}")
@@ -362,8 +368,8 @@ def main() -> None:
     if args.roofline:
         # an empty inductor cache, so the first compile is cold (set before anything compiles)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="optim_step_inductor_")
-        rows = roofline(args, console)
-        write_json(args, args.json or results_dir / "optim_step_roofline.json", rows, console)
+        path = args.json or results_dir / "optim_step_roofline.json"
+        roofline(args, console, save=lambda rows: write_json(args, path, rows, console))
         return
 
     # Optimizers that build from a model (Adam-mini's name-based blocks, LDAdam's low-rank groups) are measured on
@@ -420,7 +426,8 @@ def main() -> None:
 
 def write_json(args: argparse.Namespace, path: Path, rows: list[dict], console: Console) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    n_params = sum(p.numel() for p in llama_shaped_params(args.layers, args.hidden, args.intermediate))
+    n_params = args.layers * (4 * args.hidden**2 + 3 * args.intermediate * args.hidden + 2 * args.hidden)
+    device = torch.device(args.device)
     path.write_text(
         json.dumps(
             {
@@ -431,6 +438,7 @@ def write_json(args: argparse.Namespace, path: Path, rows: list[dict], console: 
                     "python": platform.python_version(),
                     "machine": platform.machine(),
                     "threads": torch.get_num_threads(),
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
                 },
                 "results": rows,
             },

@@ -27,22 +27,25 @@ SHAPES = [(4, 3), (7,), (0,), (2, 3, 2), (1,)]
 STEPS = 50
 
 
-def make_params(dtype: torch.dtype) -> list[torch.Tensor]:
+def make_params(dtype: torch.dtype, device: str = "cpu") -> list[torch.Tensor]:
+    """The same values on every device (drawn on the CPU in float64, then moved and rounded)."""
     gen = torch.Generator().manual_seed(0)
-    params = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_() for shape in SHAPES]
-    return params + [torch.randn(3, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()]
+    shapes = [*SHAPES, (3,)]
+    return [torch.randn(s, generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_() for s in shapes]
 
 
 def run(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], steps: int, start: int = 0) -> None:
     for step in range(start, start + steps):
         gen = torch.Generator().manual_seed(100_003 + step)
         for p in params[:-1]:
-            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype)
         optimizer.step()
 
 
-def trained(info: OptimizerInfo, hparams: dict, dtype: torch.dtype, steps: int = STEPS, **path) -> list[torch.Tensor]:
-    params = make_params(dtype)
+def trained(
+    info: OptimizerInfo, hparams: dict, dtype: torch.dtype, steps: int = STEPS, device: str = "cpu", **path
+) -> list[torch.Tensor]:
+    params = make_params(dtype, device)
     optimizer = info.build(params, **hparams, **path)
     run(optimizer, params, steps)
     return params + state_tensors(optimizer)

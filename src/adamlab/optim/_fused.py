@@ -139,7 +139,11 @@ def _scalars(rows: list[list[float]], device: torch.device, *tensors: Tensor) ->
     """Per-parameter scalars in the compute type eager arithmetic uses for ``tensors`` (the parameters, and the
     state where it can be wider): float64 when any is float64, float32 otherwise."""
     compute = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    return torch.tensor(rows, dtype=compute, device=device)
+    if torch.compiler.is_compiling() or torch.device(device).type != "cuda":
+        return torch.tensor(rows, dtype=compute, device=device)
+    # A copy from pageable memory waits for the GPU to finish the queued work; from pinned memory (torch's caching
+    # host allocator: no new pinning per step) it is queued like the kernels, so an eager step never syncs.
+    return torch.tensor(rows, dtype=compute).pin_memory().to(device, non_blocking=True)
 
 
 def _lerp(start: Tensor, end: Tensor, weight: Tensor) -> Tensor:
