@@ -10,11 +10,14 @@ Per workload (model x task x fine-tuning mode, fixed steps, batch size and evalu
    (the same seed, so the same LoRA initialisation), its cost in seconds, and a full Adam run at the suggested lr.
 
 Reported per workload and method: the lr, its ratio to the grid-best lr, the metric at the suggested lr, the regret
-(grid-best metric minus it, in points), and the cost as a share of one training run. Every run's result is cached in
-its run folder (``result.json``), so an interrupted benchmark resumes where it stopped.
+(grid-best metric minus it, in points of accuracy; for a language model scored by perplexity, lower being better,
+the percent by which it is worse than the grid's best), and the cost as a share of one training run. Every run's
+result is cached in its run folder (``result.json``), so an interrupted benchmark resumes where it stopped.
 
     nice python benchmarks/lr_suggestion.py --phase grid       # the grid (the long part; start it first)
     nice python benchmarks/lr_suggestion.py --phase methods    # the suggestions, each trained once
+    nice python benchmarks/lr_suggestion.py --phase refit --workloads W   # suggest at a new fraction of the stored
+                                                                         # bound, for rows whose runs are elsewhere
     python benchmarks/lr_suggestion.py --phase table           # the table from what is cached
 """
 
@@ -32,7 +35,7 @@ import torch
 
 from adamlab.models import LoraSettings
 from adamlab.optim import create_optimizer
-from adamlab.stepsize.suggest import SUGGESTION_METHODS, LRSuggestion, MethodSettings, suggest_lr
+from adamlab.stepsize.suggest import SUGGEST_FRACTION, SUGGESTION_METHODS, LRSuggestion, MethodSettings, suggest_lr
 from adamlab.training.config import TrainConfig
 from adamlab.training.loop import train
 from adamlab.training.losses import loss_targets, training_loss
@@ -47,7 +50,8 @@ ARMS = {"adam": ("adam", "constant"), "adamw_cosine": ("adamw", "cosine")}
 MEASURED = ("aeos", "range-test", "dds", "dds-warm")
 DERIVED = {"suggest": "aeos", "dds-one": "dds", "range-test-min10": "range-test"}
 LONG_RUN = 3125  # steps of the AdamDDS paper's runs: the cost share a real fine-tune would see
-CALIBRATION = "minilm-lora-ag_news"  # where SUGGEST_FRACTION was set; the other workloads validate it
+# where SUGGEST_FRACTION was set (the geometric mean of their grid-best lr / eta_max); the others validate it
+CALIBRATION = {"minilm-lora-ag_news", "minilm-lora-sst2", "minilm-full-ag_news"}
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Workload:
     max_seq_len: int = 64
     eval_limit: int = 300
     metric: str = "accuracy"
+    higher_is_better: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def config(self, optimizer: str, schedule: str, lr: float, out: Path) -> TrainConfig:
@@ -85,6 +90,9 @@ WORKLOADS = {
         Workload("smollm2-lora-sst2", "smollm2-135m", "sst2", LORA_R8, (-8, -7, -6), steps=20, batch_size=8,
                  max_seq_len=96, eval_limit=150, extra={"eval_mode": "score"}),
         Workload("minilm-full-sst2", "minilm", "sst2", None, (-9, -8, -7), steps=40, eval_limit=200),
+        # pre-training from scratch: the 4 x 128 Llama with the byte-level tokenizer on the bundled C4 sample
+        Workload("llama-tiny-scratch-c4", "llama-tiny", "c4", None, (-7, -6, -5), steps=200, max_seq_len=128,
+                 eval_limit=100, metric="perplexity", higher_is_better=False),
     )
 }
 
@@ -100,10 +108,10 @@ def run(workload: Workload, arm: str, lr: float, tag: str = "grid") -> dict[str,
     started = time.perf_counter()
     result = train(workload.config(optimizer, schedule, lr, out), show_progress=False)
     record = result.record
-    metric = record["metrics"].get(workload.metric, float("nan")) if result.status == "done" else float("nan")
+    metric = record.metrics.get(workload.metric, float("nan")) if result.status == "done" else float("nan")
     print(f"{workload.name} {tag} {arm} lr={lr:.3g}: {result.status} {workload.metric}={metric:.4f} "
-          f"({record.get('wall_seconds', 0):.0f}s train, {time.perf_counter() - started:.0f}s here)", flush=True)
-    return {"lr": lr, "status": result.status, "metric": metric, "wall_seconds": record.get("wall_seconds")}
+          f"({record.wall_seconds:.0f}s train, {time.perf_counter() - started:.0f}s here)", flush=True)
+    return {"lr": lr, "status": result.status, "metric": metric, "wall_seconds": record.wall_seconds}
 
 
 def grid_search(workload: Workload, arm: str) -> list[dict[str, Any]]:
@@ -111,7 +119,7 @@ def grid_search(workload: Workload, arm: str) -> list[dict[str, Any]]:
     points = list(workload.grid)
     results = {k: run(workload, arm, grid_lr(k)) for k in points}
     for _ in range(MAX_EXTENSIONS):
-        best = max(points, key=lambda k: _score(results[k]))
+        best = max(points, key=lambda k: _score(workload, results[k]))
         if best not in (points[0], points[-1]):
             break
         new = best - 1 if best == points[0] else best + 1
@@ -120,9 +128,16 @@ def grid_search(workload: Workload, arm: str) -> list[dict[str, Any]]:
     return [results[k] for k in points]
 
 
-def _score(result: dict[str, Any]) -> float:
-    """The grid's ranking key: a diverged or failed run ranks below every finished one."""
-    return result["metric"] if math.isfinite(result["metric"]) else -math.inf
+def _score(workload: Workload, result: dict[str, Any]) -> float:
+    """The grid's ranking key, higher better: a diverged or failed run ranks below every finished one."""
+    if not math.isfinite(result["metric"]):
+        return -math.inf
+    return result["metric"] if workload.higher_is_better else -result["metric"]
+
+
+def regret(workload: Workload, best: float, metric: float) -> float:
+    """Points of accuracy lost, or percent of perplexity added, against the grid's best."""
+    return 100 * (best - metric) if workload.higher_is_better else 100 * (metric - best) / best
 
 
 def measure_methods(workload: Workload, methods: tuple[str, ...] = MEASURED) -> dict[str, LRSuggestion]:
@@ -183,7 +198,7 @@ def summarise(workload: Workload) -> dict[str, Any] | None:
                               "wall_seconds": r["wall_seconds"]} for r in results), key=lambda r: r["lr"])
     if not grids["adam"]:
         return None
-    best = max(grids["adam"], key=_score)
+    best = max(grids["adam"], key=lambda r: _score(workload, r))
     methods = {}
     if (RUNS / workload.name / "methods").exists():
         for method, suggestion in measure_methods(workload, methods=()).items():
@@ -194,14 +209,18 @@ def summarise(workload: Workload) -> dict[str, Any] | None:
                    "cost_share_3125": suggestion.cost_seconds / (run_seconds * LONG_RUN / workload.steps),
                    "metric": None, "regret": None, "trained": trained.exists(),
                    "nearest_grid": _nearest(grids["adam"], suggestion.lr)}
+            if method == "suggest":
+                row["fraction"] = SUGGEST_FRACTION
             if trained.exists():
                 record = json.loads(trained.read_text())
                 metric = record["metrics"].get(workload.metric, float("nan"))
-                row.update(metric=metric, status=record["status"], regret=100 * (best["metric"] - metric))
+                row.update(metric=metric, status=record["status"], regret=regret(workload, best["metric"], metric))
             methods[method] = row
     return {"workload": workload.name, "steps": workload.steps, "batch_size": workload.batch_size,
-            "metric": workload.metric, "calibration": workload.name == CALIBRATION, "grid": grids,
-            "grid_best": {arm: max(g, key=_score) if g else None for arm, g in grids.items()}, "methods": methods}
+            "metric": workload.metric, "higher_is_better": workload.higher_is_better,
+            "calibration": workload.name in CALIBRATION, "grid": grids,
+            "grid_best": {arm: max(g, key=lambda r: _score(workload, r)) if g else None for arm, g in grids.items()},
+            "methods": methods}
 
 
 def _nearest(grid: list[dict[str, Any]], lr: float) -> dict[str, Any] | None:
@@ -212,7 +231,7 @@ def _nearest(grid: list[dict[str, Any]], lr: float) -> dict[str, Any] | None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| workload | grid-best Adam lr (metric) | grid-best AdamW+cos lr | method | lr | x grid-best | metric "
-             "at lr | regret (pts) | cost: s (share of this run; of a 3125-step run) |", "|" + "---|" * 9]
+             "at lr | regret (pts; ppl: %) | cost: s (share of this run; of a 3125-step run) |", "|" + "---|" * 9]
     for row in rows:
         adam, adamw = row["grid_best"]["adam"], row["grid_best"]["adamw_cosine"]
         head = (f"{row['workload']}{' (calibration)' if row['calibration'] else ''} | {adam['lr']:.3g} "
@@ -228,7 +247,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                 metric, regret = f"{m['metric']:.3f}", f"{m['regret']:.1f}"
             elif near is not None:  # not trained: the grid run at about the same lr, marked as such
                 metric = f"~{near['metric']:.3f} (grid {near['lr']:.3g})"
-                regret = f"~{100 * (adam['metric'] - near['metric']):.1f}"
+                lost = 100 * (adam["metric"] - near["metric"])
+                if not row.get("higher_is_better", True):
+                    lost = 100 * (near["metric"] - adam["metric"]) / adam["metric"]
+                regret = f"~{lost:.1f}"
             else:
                 metric, regret = "not trained", "-"
             lines.append(f"| {head} | {method} | {m['lr']:.3g} | {m['ratio']:.2f} | {metric} | {regret} | "
@@ -240,7 +262,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("grid", "methods", "all", "table"), required=True)
+    parser.add_argument("--phase", choices=("grid", "methods", "all", "refit", "table"), required=True)
     parser.add_argument("--train", nargs="*", default=["suggest"], help="methods whose lr gets a full Adam run")
     parser.add_argument("--methods", nargs="+", default=list(MEASURED), choices=list(MEASURED),
                         help="methods to measure (the others follow from these)")
@@ -259,10 +281,39 @@ def main() -> None:
     if args.phase == "methods":
         for name in args.workloads:
             train_suggestions(WORKLOADS[name], args.train, tuple(args.methods))
+    if args.phase == "refit":
+        for name in args.workloads:
+            refit_suggest(WORKLOADS[name])
+        print(table(json.loads(RESULTS.read_text())))
+        return
     rows = [row for row in map(summarise, (WORKLOADS[name] for name in args.workloads)) if row is not None]
+    # the workloads not summarised here (their runs are on another machine) keep their earlier rows
+    summarised = {row["workload"] for row in rows}
+    earlier = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    rows = [row for row in earlier if row["workload"] not in summarised] + rows
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2))
     print(table(rows))
+
+
+def refit_suggest(workload: Workload) -> None:
+    """``suggest`` at the current ``SUGGEST_FRACTION`` on a workload whose row is stored but whose run folders are
+    not here: the fraction times the stored ``aeos`` bound (the same measurement, so the same cost), trained once;
+    the row's earlier ``suggest`` entry is kept as ``suggest@<its fraction>``."""
+    row = next(r for r in json.loads(RESULTS.read_text()) if r["workload"] == workload.name)
+    bound, best = row["methods"]["aeos"], row["grid_best"]["adam"]
+    lr = SUGGEST_FRACTION * bound["lr"]
+    result = run(workload, "adam", lr, tag="suggested")
+    entry = dict(bound, lr=lr, ratio=lr / best["lr"], metric=result["metric"], status=result["status"],
+                 regret=regret(workload, best["metric"], result["metric"]), trained=True,
+                 nearest_grid=_nearest(row["grid"]["adam"], lr), fraction=SUGGEST_FRACTION)
+    rows = json.loads(RESULTS.read_text())  # again: another workload's process may have written meanwhile
+    methods = next(r for r in rows if r["workload"] == workload.name)["methods"]
+    earlier = methods["suggest"]
+    if earlier.get("fraction") != SUGGEST_FRACTION:  # rows from before the field existed were made at 0.1
+        methods[f"suggest@{earlier.get('fraction', 0.1):g}"] = earlier
+    methods["suggest"] = entry
+    RESULTS.write_text(json.dumps(rows, indent=2))
 
 
 def train_suggestions(workload: Workload, trained: list[str], measured: tuple[str, ...]) -> None:
