@@ -424,6 +424,16 @@ def main() -> None:
     write_json(args, args.json or results_dir / "optim_step.json", rows, console)
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def write_json(args: argparse.Namespace, path: Path, rows: list[dict], console: Console) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     n_params = args.layers * (4 * args.hidden**2 + 3 * args.intermediate * args.hidden + 2 * args.hidden)
@@ -438,7 +448,7 @@ def write_json(args: argparse.Namespace, path: Path, rows: list[dict], console: 
                     "python": platform.python_version(),
                     "machine": platform.machine(),
                     "threads": torch.get_num_threads(),
-                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
                 },
                 "results": rows,
             },
