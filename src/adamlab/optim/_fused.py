@@ -302,7 +302,7 @@ def fused_yogi(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2,
 def _block_mean_square(grad: Tensor, exp_avg_sq: Tensor) -> Tensor:
     """Adam-mini's g^2 averaged over each block, the blocks read off the second moment's shape: one per tensor
     (0-dim), one per row ((blocks, 1), grad viewed a block per row) or none (full size), as
-    ``adam_mini._block_mean_square`` takes them. Inside the compiled update the means fuse into the pass over g."""
+    ``adam_mini._block_mean_square`` takes them. Traced into the compiled graphs, never run eagerly."""
     square = grad * grad
     if exp_avg_sq.dim() == 0:
         return square.sum() / max(square.numel(), 1)

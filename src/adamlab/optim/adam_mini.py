@@ -394,8 +394,8 @@ class AdamMini(Optimizer):
             # viewed with one row per block.
             update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
             if use_fused(group, params):
-                # the compiled update takes the block means itself (from each second moment's shape), in the
-                # same pass over g as the rest of the update
+                # the compiled update takes the block means itself (from each second moment's shape): a first
+                # graph reduces g^2 per block into the blocks' step factors, a second applies them
                 update = fused_adamw
             else:
                 mean_squares = [_block_mean_square(grad, rule) if mean is None else mean
