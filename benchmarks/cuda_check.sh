@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max
 $python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
 if [ -z "${SKIP_PARITY:-}" ]; then
   # -v names each case as it finishes, so a run cut short by a time limit still says which ran and how
-  timeout "${PARITY_SECONDS:-300}" $python -m pytest -v --tb=short -rfxX -p no:cacheprovider tests/optim/test_fused_cuda.py \
+  timeout "${PARITY_SECONDS:-240}" $python -m pytest -v --tb=short -rfxX -p no:cacheprovider tests/optim/test_fused_cuda.py \
     2>&1 | tee "$out/parity_cuda.log"
 fi
 timeout "${ROOFLINE_SECONDS:-330}" $python benchmarks/optim_step.py --roofline --device cuda \

@@ -16,8 +16,6 @@ result is cached in its run folder (``result.json``), so an interrupted benchmar
 
     nice python benchmarks/lr_suggestion.py --phase grid       # the grid (the long part; start it first)
     nice python benchmarks/lr_suggestion.py --phase methods    # the suggestions, each trained once
-    nice python benchmarks/lr_suggestion.py --phase refit --workloads W   # suggest at a new fraction of the stored
-                                                                         # bound, for rows whose runs are elsewhere
     python benchmarks/lr_suggestion.py --phase table           # the table from what is cached
 """
 
@@ -265,7 +263,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("grid", "methods", "all", "refit", "table"), required=True)
+    parser.add_argument("--phase", choices=("grid", "methods", "all", "table"), required=True)
     parser.add_argument("--train", nargs="*", default=["suggest"], help="methods whose lr gets a full Adam run")
     parser.add_argument("--methods", nargs="+", default=list(MEASURED), choices=list(MEASURED),
                         help="methods to measure (the others follow from these)")
@@ -284,11 +282,6 @@ def main() -> None:
     if args.phase == "methods":
         for name in args.workloads:
             train_suggestions(WORKLOADS[name], args.train, tuple(args.methods))
-    if args.phase == "refit":
-        for name in args.workloads:
-            refit_suggest(WORKLOADS[name])
-        print(table(json.loads(RESULTS.read_text())))
-        return
     rows = [row for row in map(summarise, (WORKLOADS[name] for name in args.workloads)) if row is not None]
     # the workloads not summarised here (their runs are on another machine) keep their earlier rows
     summarised = {row["workload"] for row in rows}
@@ -297,26 +290,6 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2))
     print(table(rows))
-
-
-def refit_suggest(workload: Workload) -> None:
-    """``suggest`` at the current ``SUGGEST_FRACTION`` on a workload whose row is stored but whose run folders are
-    not here: the fraction times the stored ``aeos`` bound (the same measurement, so the same cost), trained once;
-    the row's earlier ``suggest`` entry is kept as ``suggest@<its fraction>``."""
-    row = next(r for r in json.loads(RESULTS.read_text()) if r["workload"] == workload.name)
-    bound, best = row["methods"]["aeos"], row["grid_best"]["adam"]
-    lr = SUGGEST_FRACTION * bound["lr"]
-    result = run(workload, "adam", lr, tag="suggested")
-    entry = dict(bound, lr=lr, ratio=lr / best["lr"], metric=result["metric"], status=result["status"],
-                 regret=regret(workload, best["metric"], result["metric"]), trained=True,
-                 nearest_grid=_nearest(row["grid"]["adam"], lr), fraction=SUGGEST_FRACTION)
-    rows = json.loads(RESULTS.read_text())  # again: another workload's process may have written meanwhile
-    methods = next(r for r in rows if r["workload"] == workload.name)["methods"]
-    earlier = methods["suggest"]
-    if earlier.get("fraction") != SUGGEST_FRACTION:  # rows from before the field existed were made at 0.1
-        methods[f"suggest@{earlier.get('fraction', 0.1):g}"] = earlier
-    methods["suggest"] = entry
-    RESULTS.write_text(json.dumps(rows, indent=2))
 
 
 def train_suggestions(workload: Workload, trained: list[str], measured: tuple[str, ...]) -> None:

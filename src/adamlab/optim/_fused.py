@@ -382,14 +382,14 @@ def fused_adamw(
             continue
         # Adam-mini: blocked second moments take the two-graph path above; full-size ones (its plain-Adam
         # blocks) stay in the one-graph update, where a full-size factor would be one more stream to memory
-        blocked = [v.shape != g.shape for g, v in zip(device_lists[1], device_lists[3])]
-        for take in (True, False):
-            chosen = [i for i, b in enumerate(blocked) if b == take]
+        is_blocked = [v.shape != g.shape for g, v in zip(device_lists[1], device_lists[3])]
+        for blocked in (True, False):
+            chosen = [i for i, b in enumerate(is_blocked) if b == blocked]
             if not chosen:
                 continue
             ps, gs, ms, vs, squares = ([column[i] for i in chosen] for column in device_lists)
             scalars = _scalars([group_rows[i] for i in chosen], device, ps[0], ms[0])
-            if take:
+            if blocked:
                 factors = _adam_mini_second_moments_kernel(gs, vs, squares, scalars)
                 _adam_mini_apply_kernel(ps, gs, ms, factors, scalars)
             else:
