@@ -5,17 +5,25 @@ Per workload (model x task x fine-tuning mode, fixed steps, batch size and evalu
 1. ``grid``: full runs of Adam (constant lr) and AdamW + cosine on a log grid with factor sqrt(10), to the end of the
    run (no early stopping); a grid whose best point is on an edge is extended by one point on that side (three times at
    most) so the optimum is bracketed; the starting grids are three points around where
-   the optimum of each kind of run is expected, because the CPU affords no more.
+   the optimum of each kind of run is expected, because the CPU affords no more. Adam's grid, the one the
+   suggestions are scored against, is then run with the workload's seeds (``SEEDS``; LoRA initialisation, head,
+   data order and dropout change with the seed) and refined to a factor 10^(1/4) around its best point: a point's
+   metric is the mean over the seeds (one seed of these short runs moved accuracy by 19 points between two lrs a
+   factor 1.8 apart). SmolLM2 keeps one seed: scoring 872 examples by label likelihood takes 5-9 minutes a run.
 2. ``methods``: every learning-rate method of ``adamlab.stepsize.suggest`` from the run's own w0 and training data
-   (the same seed, so the same LoRA initialisation), its cost in seconds, and a full Adam run at the suggested lr.
+   (seed 0, so the same LoRA initialisation), its cost in seconds, and full Adam runs at the suggested lr with the
+   same seeds as the grid.
 
 Reported per workload and method: the lr, its ratio to the grid-best lr, the metric at the suggested lr, the regret
 (grid-best metric minus it, in points of accuracy; for a language model scored by perplexity, lower being better,
-the percent by which it is worse than the grid's best), and the cost as a share of one training run. Every run's
+the percent by which it is worse than the grid's best), and the cost as a share of one training run: of this
+short run's wall time, and of a 3,125-step run's training steps (3,125 x the median step time, no loading or
+evaluation; each the least of the grid-best point's seeds, the least slowed by other work). Every run's
 result is cached in its run folder (``result.json``), so an interrupted benchmark resumes where it stopped.
 
     nice python benchmarks/lr_suggestion.py --phase grid       # the grid (the long part; start it first)
     nice python benchmarks/lr_suggestion.py --phase methods    # the suggestions, each trained once
+    OMP_NUM_THREADS=1 python benchmarks/lr_suggestion.py --phase cost   # suggest's cost beside a training step's
     python benchmarks/lr_suggestion.py --phase table           # the table from what is cached
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "lr_suggestion"
 RESULTS = Path(__file__).parent / "results" / "lr_suggestion.json"
 MAX_EXTENSIONS = 3
+SEEDS = (0, 1, 2)  # Adam's grid and the trained suggestions; AdamW + cosine's grid is seed 0 only (the CPU's budget)
 ARMS = {"adam": ("adam", "constant"), "adamw_cosine": ("adamw", "cosine")}
 # Methods measured once each; the others follow from the same measurement at the same cost.
 MEASURED = ("aeos", "range-test", "dds", "dds-warm")
@@ -58,42 +68,45 @@ class Workload:
     model: str
     task: str
     lora: LoraSettings | None
-    grid: tuple[int, ...]  # the starting grid in half-decades (lr = 10^(k/2)), around the expected optimum
+    grid: tuple[int, ...]  # the starting grid in quarter-decades (lr = 10^(q/4), q even), around the expected optimum
     steps: int = 100
     batch_size: int = 16
     max_seq_len: int = 64
     eval_limit: int = 300
     metric: str = "accuracy"
     higher_is_better: bool = True
+    seeds: tuple[int, ...] = SEEDS  # of Adam's grid and the trained suggestions
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def config(self, optimizer: str, schedule: str, lr: float, out: Path) -> TrainConfig:
+    def arm_seeds(self, arm: str) -> tuple[int, ...]:
+        return self.seeds if arm == "adam" else (0,)
+
+    def config(self, optimizer: str, schedule: str, lr: float, out: Path, seed: int = 0) -> TrainConfig:
         return TrainConfig(model=self.model, task=self.task, out=str(out), optimizer=optimizer, lr=lr,
-                           schedule=schedule, steps=self.steps, batch_size=self.batch_size, seed=0, lora=self.lora,
+                           schedule=schedule, steps=self.steps, batch_size=self.batch_size, seed=seed, lora=self.lora,
                            max_seq_len=self.max_seq_len, eval_limit=self.eval_limit, checkpoint_every=0, **self.extra)
 
 
-def grid_lr(half_decades: int) -> float:
-    """Grid point 10^(k/2), to four significant digits: the same point always names (and resumes) the same run."""
-    return float(f"{10 ** (half_decades / 2):.3e}")
+def grid_lr(quarter_decades: int) -> float:
+    """Grid point 10^(q/4), to four significant digits: the same point always names (and resumes) the same run."""
+    return float(f"{10 ** (quarter_decades / 4):.3e}")
 
 
 LORA_R8 = LoraSettings(r=8, alpha=16, dropout=0.05)
 WORKLOADS = {
     w.name: w
     for w in (
-        Workload("minilm-lora-ag_news", "minilm", "ag_news", LORA_R8, (-7, -6, -5)),
-        Workload("minilm-lora-sst2", "minilm", "sst2", LORA_R8, (-7, -6, -5), steps=50, eval_limit=200),
-        Workload("minilm-full-ag_news", "minilm", "ag_news", None, (-9, -8, -7), steps=40, eval_limit=200),
-        Workload("smollm2-lora-sst2", "smollm2-135m", "sst2", LORA_R8, (-8, -7, -6), steps=20, batch_size=8,
-                 max_seq_len=96, eval_limit=150, extra={"eval_mode": "score"}),
-        # the same runs scored on all 872 SST-2 validation examples: on 150, the grid was flat within the noise
-        Workload("smollm2-lora-sst2-eval872", "smollm2-135m", "sst2", LORA_R8, (-8, -7, -6), steps=20, batch_size=8,
-                 max_seq_len=96, eval_limit=872, extra={"eval_mode": "score"}),
-        Workload("minilm-full-sst2", "minilm", "sst2", None, (-9, -8, -7), steps=40, eval_limit=200),
+        Workload("minilm-lora-ag_news", "minilm", "ag_news", LORA_R8, (-14, -12, -10)),
+        Workload("minilm-lora-sst2", "minilm", "sst2", LORA_R8, (-14, -12, -10), steps=50, eval_limit=200),
+        Workload("minilm-full-ag_news", "minilm", "ag_news", None, (-18, -16, -14), steps=40, eval_limit=200),
+        # scored on all 872 SST-2 validation examples (on 150, the grid was flat within the noise); one seed:
+        # scoring 872 examples by label likelihood takes 5-9 minutes a run on this CPU
+        Workload("smollm2-lora-sst2-eval872", "smollm2-135m", "sst2", LORA_R8, (-16, -14, -12), steps=20,
+                 batch_size=8, max_seq_len=96, eval_limit=872, seeds=(0,), extra={"eval_mode": "score"}),
         # pre-training from scratch: the 4 x 128 Llama with the byte-level tokenizer on the bundled C4 sample
-        Workload("llama-tiny-scratch-c4", "llama-tiny", "c4", None, (-7, -6, -5), steps=200, max_seq_len=128,
+        Workload("llama-tiny-scratch-c4", "llama-tiny", "c4", None, (-14, -12, -10), steps=200, max_seq_len=128,
                  eval_limit=100, metric="perplexity", higher_is_better=False),
+        Workload("minilm-full-sst2", "minilm", "sst2", None, (-18, -16, -14), steps=40, eval_limit=200),
     )
 }
 
@@ -102,31 +115,66 @@ def lr_label(lr: float) -> str:
     return f"{lr:.3e}"
 
 
-def run(workload: Workload, arm: str, lr: float, tag: str = "grid") -> dict[str, Any]:
-    """One full training run (cached in its folder): status, metric, wall seconds."""
+def run(workload: Workload, arm: str, lr: float, tag: str = "grid", seed: int = 0) -> dict[str, Any]:
+    """One full training run (cached in its folder): seed, status, metric, wall seconds."""
     optimizer, schedule = ARMS[arm]
-    out = RUNS / workload.name / tag / arm / lr_label(lr)
     started = time.perf_counter()
-    result = train(workload.config(optimizer, schedule, lr, out), show_progress=False)
+    result = train(workload.config(optimizer, schedule, lr, run_folder(workload, tag, arm, lr, seed), seed),
+                   show_progress=False)
     record = result.record
     metric = record.metrics.get(workload.metric, float("nan")) if result.status == "done" else float("nan")
-    print(f"{workload.name} {tag} {arm} lr={lr:.3g}: {result.status} {workload.metric}={metric:.4f} "
+    print(f"{workload.name} {tag} {arm} lr={lr:.3g} seed={seed}: {result.status} {workload.metric}={metric:.4f} "
           f"({record.wall_seconds:.0f}s train, {time.perf_counter() - started:.0f}s here)", flush=True)
-    return {"lr": lr, "status": result.status, "metric": metric, "wall_seconds": record.wall_seconds}
+    return {"seed": seed, "status": result.status, "metric": metric, "wall_seconds": record.wall_seconds,
+            "step_seconds": median_step_seconds(run_folder(workload, tag, arm, lr, seed))}
 
 
-def grid_search(workload: Workload, arm: str) -> list[dict[str, Any]]:
-    """The grid, extended past an edge that holds the best point, until the best point is interior."""
-    points = list(workload.grid)
-    results = {k: run(workload, arm, grid_lr(k)) for k in points}
+def median_step_seconds(folder: Path) -> float:
+    """A training step's seconds (the median of the run's steps): what a longer run of the same workload costs
+    per step, without the model loading and evaluation a short run's wall time is largely made of."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return statistics.median(json.loads(line)["step_seconds"] for line in lines if line.strip())
+
+
+def run_folder(workload: Workload, tag: str, arm: str, lr: float, seed: int) -> Path:
+    """Seed 0 where the single-seed protocol put it (its runs are reused), each other seed beside it."""
+    return RUNS / workload.name / (tag if seed == 0 else f"{tag}-seed{seed}") / arm / lr_label(lr)
+
+
+def point(lr: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A grid point or a suggestion over its seeds: the mean metric (nan when any seed failed), the spread."""
+    metrics = [r["metric"] for r in runs]
+    finite = all(math.isfinite(m) for m in metrics)
+    mean = sum(metrics) / len(metrics) if finite else float("nan")
+    spread = (sum((m - mean) ** 2 for m in metrics) / (len(metrics) - 1)) ** 0.5 if finite and len(metrics) > 1 else 0.0
+    return {"lr": lr, "status": "done" if finite else "failed", "metric": mean, "sd": spread, "seeds": len(runs),
+            # the least loaded seed's times: a cost share over a run slowed by other work would flatter the method
+            "runs": runs, "wall_seconds": min(r["wall_seconds"] for r in runs),
+            "step_seconds": min(r["step_seconds"] for r in runs)}
+
+
+def grid_search(workload: Workload, arm: str, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The grid over ``seeds``, extended past an edge that holds the best point until the best point is interior;
+    with several seeds, then refined by the quarter-decade points either side of the best."""
+    results: dict[int, dict[str, Any]] = {}
+
+    def measure(q: int) -> None:
+        results[q] = point(grid_lr(q), [run(workload, arm, grid_lr(q), seed=seed) for seed in seeds])
+
+    for q in workload.grid:
+        measure(q)
     for _ in range(MAX_EXTENSIONS):
-        best = max(points, key=lambda k: _score(workload, results[k]))
+        points = sorted(results)
+        best = max(points, key=lambda q: _score(workload, results[q]))
         if best not in (points[0], points[-1]):
             break
-        new = best - 1 if best == points[0] else best + 1
-        results[new] = run(workload, arm, grid_lr(new))
-        points = sorted(results)
-    return [results[k] for k in points]
+        measure(best - 2 if best == points[0] else best + 2)
+    if len(seeds) > 1:
+        best = max(results, key=lambda q: _score(workload, results[q]))
+        for q in (best - 1, best + 1):
+            if q not in results:
+                measure(q)
+    return [results[q] for q in sorted(results)]
 
 
 def _score(workload: Workload, result: dict[str, Any]) -> float:
@@ -139,6 +187,16 @@ def _score(workload: Workload, result: dict[str, Any]) -> float:
 def regret(workload: Workload, best: float, metric: float) -> float:
     """Points of accuracy lost, or percent of perplexity added, against the grid's best."""
     return 100 * (best - metric) if workload.higher_is_better else 100 * (metric - best) / best
+
+
+def paired_standard_error(workload: Workload, best: list[dict[str, Any]], runs: list[dict[str, Any]]) -> float:
+    """The standard error of the regret from the per-seed regrets (same seed: same initialisation and data order),
+    so a reader can tell a regret from the seeds' noise; nan with fewer than two seeds."""
+    pairs = [regret(workload, b["metric"], r["metric"]) for b, r in zip(best, runs)]
+    if len(pairs) < 2 or not all(math.isfinite(x) for x in pairs):
+        return float("nan")
+    mean = sum(pairs) / len(pairs)
+    return (sum((x - mean) ** 2 for x in pairs) / (len(pairs) - 1) / len(pairs)) ** 0.5
 
 
 def measure_methods(workload: Workload, methods: tuple[str, ...] = MEASURED) -> dict[str, LRSuggestion]:
@@ -171,6 +229,39 @@ def measure_methods(workload: Workload, methods: tuple[str, ...] = MEASURED) -> 
     return suggestions
 
 
+def measure_cost(workload: Workload, steps: int = 12) -> dict[str, float]:
+    """``suggest``'s seconds and a bare training step's (forward, backward and Adam step on one batch; the median of
+    ``steps`` after two), side by side in one process and cached: their ratio is the cost share, and it does not
+    depend on what else the machine ran, as the grid runs' step times and the first bound measurements do (they
+    shared the two cores with other work). The bare step leaves out the training loop's logging, so the share is
+    if anything overstated."""
+    path = RUNS / workload.name / "methods" / "cost.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    inputs = prepare_trial(workload.config("adam", "constant", 1e-3, path.parent / "unused"))
+    model, data = inputs.loaded.model, inputs.encoded
+    loss_fn = training_loss(inputs.loaded.head, inputs.loaded.tokenizer.pad_token_id, torch.device("cpu"))
+    suggestion = suggest_lr("suggest", model, loss_fn, data, _adam, optimizer="adam", horizon=workload.steps,
+                            settings=MethodSettings(batch_size=workload.batch_size), targets_fn=loss_targets)
+    optimizer = _adam([p for p in model.parameters() if p.requires_grad], 1e-4)
+    model.train()
+    seconds = []
+    for step in range(steps):
+        batch = [data[(step * workload.batch_size + i) % len(data)] for i in range(workload.batch_size)]
+        started = time.perf_counter()
+        optimizer.zero_grad()
+        loss_fn(model, batch).backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - started)
+    cost = {"suggest_seconds": suggestion.cost_seconds, "step_seconds": statistics.median(seconds[2:]),
+            "lr": suggestion.lr}
+    cost["share_3125"] = cost["suggest_seconds"] / (cost["step_seconds"] * LONG_RUN)
+    path.write_text(json.dumps(cost, indent=2))
+    print(f"{workload.name}: suggest {cost['suggest_seconds']:.1f}s, a step {cost['step_seconds']:.3f}s, "
+          f"{100 * cost['share_3125']:.2f}% of {LONG_RUN} steps", flush=True)
+    return cost
+
+
 def derived(method: str, source: LRSuggestion) -> LRSuggestion:
     """The methods that are another method's measurement read differently (same cost)."""
     diagnostics = dict(source.diagnostics)
@@ -188,37 +279,54 @@ def _adam(params, lr):
     return create_optimizer("adam", params, lr=lr)
 
 
+def cached_point(workload: Workload, tag: str, arm: str, lr: float) -> dict[str, Any] | None:
+    """The point at ``lr`` from its cached runs, or None until every seed of the arm has one."""
+    runs = []
+    for seed in workload.arm_seeds(arm):
+        path = run_folder(workload, tag, arm, lr, seed) / "result.json"
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        runs.append({"seed": seed, "status": record["status"], "wall_seconds": record["wall_seconds"],
+                     "step_seconds": median_step_seconds(path.parent),
+                     "metric": record["metrics"].get(workload.metric, float("nan")) if record["status"] == "done"
+                     else float("nan")})
+    return point(lr, runs)
+
+
 def summarise(workload: Workload) -> dict[str, Any] | None:
     """The workload's row group: grid-best per arm, then per method the lr, ratio, metric, regret and cost."""
     grids = {}
     for arm in ARMS:
         folder = RUNS / workload.name / "grid" / arm
-        results = [json.loads(p.read_text()) for p in sorted(folder.glob("*/result.json"))] if folder.exists() else []
-        grids[arm] = sorted(({"lr": r["config"]["lr"], "status": r["status"],
-                              "metric": r["metrics"].get(workload.metric, float("nan")),
-                              "wall_seconds": r["wall_seconds"]} for r in results), key=lambda r: r["lr"])
+        lrs = sorted(float(p.name) for p in folder.iterdir() if (p / "result.json").exists()) if folder.exists() else []
+        grids[arm] = [p for p in (cached_point(workload, "grid", arm, lr) for lr in lrs) if p is not None]
     if not grids["adam"]:
         return None
     best = max(grids["adam"], key=lambda r: _score(workload, r))
     methods = {}
     if (RUNS / workload.name / "methods").exists():
         for method, suggestion in measure_methods(workload, methods=()).items():
-            trained = RUNS / workload.name / "suggested" / "adam" / lr_label(suggestion.lr) / "result.json"
-            run_seconds = best["wall_seconds"]
+            trained = cached_point(workload, "suggested", "adam", suggestion.lr)
             row = {"lr": suggestion.lr, "ratio": suggestion.lr / best["lr"], "cost_seconds": suggestion.cost_seconds,
-                   "cost_share": suggestion.cost_seconds / run_seconds,
-                   "cost_share_3125": suggestion.cost_seconds / (run_seconds * LONG_RUN / workload.steps),
-                   "metric": None, "regret": None, "trained": trained.exists(),
+                   "cost_share": suggestion.cost_seconds / best["wall_seconds"],
+                   "cost_share_3125": suggestion.cost_seconds / (best["step_seconds"] * LONG_RUN),
+                   "metric": None, "sd": None, "regret": None, "trained": trained is not None,
                    "nearest_grid": _nearest(grids["adam"], suggestion.lr)}
             if method == "suggest":
                 row["fraction"] = SUGGEST_FRACTION
-            if trained.exists():
-                record = json.loads(trained.read_text())
-                metric = record["metrics"].get(workload.metric, float("nan"))
-                row.update(metric=metric, status=record["status"], regret=regret(workload, best["metric"], metric))
+            side_by_side = RUNS / workload.name / "methods" / "cost.json"
+            if method in ("suggest", "aeos") and side_by_side.exists():  # the same measurement: see measure_cost
+                cost = json.loads(side_by_side.read_text())
+                row.update(cost_seconds=cost["suggest_seconds"], cost_share_3125=cost["share_3125"],
+                           cost_share=cost["suggest_seconds"] / best["wall_seconds"], cost_side_by_side=True)
+            if trained is not None:
+                row.update(metric=trained["metric"], sd=trained["sd"], status=trained["status"], runs=trained["runs"],
+                           regret=regret(workload, best["metric"], trained["metric"]),
+                           regret_se=paired_standard_error(workload, best["runs"], trained["runs"]))
             methods[method] = row
     return {"workload": workload.name, "steps": workload.steps, "batch_size": workload.batch_size,
-            "metric": workload.metric, "higher_is_better": workload.higher_is_better,
+            "metric": workload.metric, "higher_is_better": workload.higher_is_better, "seeds": list(workload.seeds),
             "calibration": workload.name in CALIBRATION, "grid": grids,
             "grid_best": {arm: max(g, key=lambda r: _score(workload, r)) if g else None for arm, g in grids.items()},
             "methods": methods}
@@ -230,22 +338,30 @@ def _nearest(grid: list[dict[str, Any]], lr: float) -> dict[str, Any] | None:
     return min(close, key=lambda r: abs(math.log10(r["lr"] / lr))) if close else None
 
 
+def _mean_sd(result: dict[str, Any]) -> str:
+    """The metric, with the seeds' standard deviation when there was more than one seed."""
+    return f"{result['metric']:.3f}" + (f" ± {result['sd']:.3f}" if len(result.get("runs", [])) > 1 else "")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| workload | grid-best Adam lr (metric) | grid-best AdamW+cos lr | method | lr | x grid-best | metric "
-             "at lr | regret (pts; ppl: %) | cost: s (share of this run; of a 3125-step run) |", "|" + "---|" * 9]
+    lines = ["| workload | grid-best Adam lr (metric, mean ± sd over seeds) | grid-best AdamW+cos lr | method | lr | "
+             "x grid-best | metric at lr | regret ± se (pts; ppl: %) | "
+             "cost: s (share of this run; of a 3125-step run) |",
+             "|" + "---|" * 9]
     for row in rows:
         adam, adamw = row["grid_best"]["adam"], row["grid_best"]["adamw_cosine"]
-        head = (f"{row['workload']}{' (calibration)' if row['calibration'] else ''} | {adam['lr']:.3g} "
-                f"({adam['metric']:.3f}) | {adamw['lr']:.3g} ({adamw['metric']:.3f})" if adamw else
-                f"{row['workload']}{' (calibration)' if row['calibration'] else ''} | {adam['lr']:.3g} "
-                f"({adam['metric']:.3f}) | not run")
+        name = f"{row['workload']}{' (calibration)' if row['calibration'] else ''}"
+        cosine = f"{adamw['lr']:.3g} ({adamw['metric']:.3f})" if adamw else "not run"
+        head = f"{name} | {adam['lr']:.3g} ({_mean_sd(adam)}) | {cosine}"
         for method in SUGGESTION_METHODS:
             m = row["methods"].get(method)
             if m is None:
                 continue
             near = m["nearest_grid"]
             if m["metric"] is not None:
-                metric, regret = f"{m['metric']:.3f}", f"{m['regret']:.1f}"
+                metric = _mean_sd(m)
+                spread = m.get("regret_se", math.nan)
+                regret = f"{m['regret']:.1f}" + (f" ± {spread:.1f}" if math.isfinite(spread) else "")
             elif near is not None:  # not trained: the grid run at about the same lr, marked as such
                 metric = f"~{near['metric']:.3f} (grid {near['lr']:.3g})"
                 lost = 100 * (adam["metric"] - near["metric"])
@@ -263,7 +379,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("grid", "methods", "all", "table"), required=True)
+    parser.add_argument("--phase", choices=("grid", "methods", "all", "cost", "table"), required=True)
     parser.add_argument("--train", nargs="*", default=["suggest"], help="methods whose lr gets a full Adam run")
     parser.add_argument("--methods", nargs="+", default=list(MEASURED), choices=list(MEASURED),
                         help="methods to measure (the others follow from these)")
@@ -273,20 +389,23 @@ def main() -> None:
 
     if args.phase in ("grid", "all"):
         for name in args.workloads:  # each workload's Adam grid and suggestions, then the AdamW + cosine grids
-            grid_search(WORKLOADS[name], "adam")
+            grid_search(WORKLOADS[name], "adam", WORKLOADS[name].arm_seeds("adam"))
             if args.phase == "all":
                 train_suggestions(WORKLOADS[name], args.train, tuple(args.methods))
         if "adamw_cosine" in args.arms:
             for name in args.workloads:
-                grid_search(WORKLOADS[name], "adamw_cosine")
+                grid_search(WORKLOADS[name], "adamw_cosine", WORKLOADS[name].arm_seeds("adamw_cosine"))
     if args.phase == "methods":
         for name in args.workloads:
             train_suggestions(WORKLOADS[name], args.train, tuple(args.methods))
+    if args.phase == "cost":
+        for name in args.workloads:
+            measure_cost(WORKLOADS[name])
     rows = [row for row in map(summarise, (WORKLOADS[name] for name in args.workloads)) if row is not None]
     # the workloads not summarised here (their runs are on another machine) keep their earlier rows
     summarised = {row["workload"] for row in rows}
     earlier = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    rows = [row for row in earlier if row["workload"] not in summarised] + rows
+    rows = [row for row in earlier if row["workload"] not in summarised and row["workload"] in WORKLOADS] + rows
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2))
     print(table(rows))
@@ -295,7 +414,8 @@ def main() -> None:
 def train_suggestions(workload: Workload, trained: list[str], measured: tuple[str, ...]) -> None:
     suggestions = measure_methods(workload, measured)
     for method in trained:
-        run(workload, "adam", suggestions[method].lr, tag="suggested")
+        for seed in workload.arm_seeds("adam"):
+            run(workload, "adam", suggestions[method].lr, tag="suggested", seed=seed)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ across runs).
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -241,3 +242,49 @@ def test_fused_adamw_takes_adam_minis_block_means_given_or_not() -> None:
         _fused.fused_adamw(*fused, [step] * 4, grad_squares=[given[0], None, None, given[3]], **options)
     for expected, actual in zip(params + ms + vs, fused[0] + fused[2] + fused[3]):
         torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+def test_adam_minis_cpu_kernel_matches_the_reference(dtype: torch.dtype, tolerance: float) -> None:
+    """The hand-written CPU kernel (every block mean taken inside it) against the reference after 50 steps: blocks
+    per row, a whole-tensor block, a block too large for one cache (reduced over all threads, then updated) and a
+    parameter with no blocks."""
+    if shutil.which("ninja") is None:
+        pytest.skip("torch builds C++ extensions with ninja, which is not on PATH")
+    assert _fused.adam_mini_cpu_kernel() is not None
+    gen = torch.Generator().manual_seed(0)
+    shapes = [((6, 4), (6, 1)), ((6, 4), ()), ((2, 70_000), (2, 1)), ((3, 8), (3, 1)), ((0, 4), (0, 1))]
+    params = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for shape, _ in shapes]
+    kernel = [p.clone() for p in params], [torch.zeros(s, dtype=dtype) for s, _ in shapes]
+    ms, vs = [torch.zeros(s, dtype=dtype) for s, _ in shapes], [torch.zeros(v, dtype=dtype) for _, v in shapes]
+    kernel_vs = [v.clone() for v in vs]
+    options = dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, maximize=True)
+    for step in range(1, STEPS + 1):
+        grads = [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s, _ in shapes]
+        means = [(g * g).sum() / g.numel() if v.dim() == 0 else (g * g).mean(dim=1, keepdim=True)
+                 for g, v in zip(grads, vs)]
+        steps = [step] * len(shapes)
+        single_tensor_adamw(params, grads, ms, vs, steps, grad_squares=means, **options)
+        _fused.fused_adamw(kernel[0], grads, kernel[1], kernel_vs, steps, grad_squares=[None] * len(shapes), **options)
+    for expected, actual in zip(params + ms + vs, kernel[0] + kernel[1] + kernel_vs):
+        assert relative_error(expected, actual) <= tolerance
+
+
+def test_adam_mini_takes_the_compiled_graphs_with_one_warning_when_its_kernel_cannot_build(monkeypatch) -> None:
+    which = shutil.which
+    monkeypatch.setattr(_fused.shutil, "which", lambda name: None if name == "ninja" else which(name))
+    _fused.adam_mini_cpu_kernel.cache_clear()
+    try:
+        info = INFOS["adam_mini"]
+        params = make_params(torch.float32)
+        optimizer = info.build(params, **info.hparam_sets[0], fused=True)
+        with pytest.warns(RuntimeWarning, match="Adam-mini's CPU kernel unavailable, using the compiled graphs: "
+                                                "torch builds C\\+\\+ extensions with ninja") as record:
+            run(optimizer, params, 3)
+        # once per process; a first compile of the graphs adds torch's own DeprecationWarnings to the record
+        assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+        reference = trained(info, info.hparam_sets[0], torch.float32, steps=3, foreach=False)
+        for expected, actual in zip(reference, params + state_tensors(optimizer)):
+            assert relative_error(expected, actual) <= 1e-6
+    finally:
+        _fused.adam_mini_cpu_kernel.cache_clear()

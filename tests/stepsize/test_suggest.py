@@ -70,6 +70,22 @@ def test_preconditioned_sharpness_takes_the_largest_algebraic_eigenvalue_when_th
     assert result.sharpness == pytest.approx(3.0, rel=1e-4)
 
 
+def test_preconditioned_sharpness_converges_in_fewer_products_than_power_iteration_on_a_crowded_spectrum():
+    """A spectrum crowded below its top (400 eigenvalues evenly in [0, 1]), as a network's Hessian is: Lanczos stops
+    at rtol 1e-2 within 1% of the top in under 20 products, where 20 power iterations are still further off."""
+    eigenvalues = torch.linspace(0.0, 1.0, 400, dtype=torch.float64)
+    hessian = random_spd(400, eigenvalues, seed=5)
+    start = [randn(400, generator=torch.Generator().manual_seed(6))]
+    result = preconditioned_sharpness(lambda v: [hessian @ v[0]], [ones(400)], start, max_iter=20, rtol=1e-2)
+    assert result.converged and result.hvp_count < 20
+    assert result.sharpness == pytest.approx(1.0, rel=1e-2)
+    vector = start[0] / start[0].norm()
+    for _ in range(20):
+        vector = hessian @ vector
+        vector = vector / vector.norm()
+    assert 1.0 - (vector @ hessian @ vector).item() > abs(1.0 - result.sharpness)
+
+
 def test_preconditioned_sharpness_is_zero_without_positive_curvature():
     hessian = -torch.diag(tensor([1.0, 2.0, 4.0]))
     result = preconditioned_sharpness(lambda v: [hessian @ v[0]], [ones(3)], [ones(3) / math.sqrt(3)],

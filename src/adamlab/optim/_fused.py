@@ -5,7 +5,8 @@ bandwidth. The foreach paths sweep the whole list once per ``torch._foreach_*`` 
 the functions here are compiled with ``fullgraph=True, dynamic=False`` so inductor fuses the whole update of
 each tensor into one loop (C++/OpenMP on CPU, Triton on CUDA), the way ``torch.optim.AdamW(fused=True)`` does
 with hand-written kernels. torch has no fused kernels for these algorithms, and inductor already generates
-them from the readable update, so nothing is written by hand below the functional form.
+them from the readable update, so nothing is written by hand below the functional form, with one exception where
+inductor cannot reach the memory roofline: Adam-mini's blocked step on CPU (``csrc/adam_mini_step.cpp``, below).
 
 How the compiled functions stay reusable:
 
@@ -34,10 +35,12 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.utils import cpp_extension
 
 __all__ = [
     "check_fused",
@@ -361,6 +364,52 @@ def _adam_mini_apply(params, grads, exp_avgs, factors, scalars):
 _adam_mini_second_moments_kernel = _compiled(_adam_mini_second_moments)
 _adam_mini_apply_kernel = _compiled(_adam_mini_apply)
 
+# On CPU both graphs together still read g twice (the block means are one sweep, the update another: 6 streams
+# where the state layout implies 5, 1.36x the roofline on the benchmark set), and inductor's CPU backend does not
+# fuse a row's reduction with the row's update (tried: its outer-loop fusion did not trigger on this pattern, and
+# forcing the per-row values into buffers made the update a separate pass). A hand-written kernel reduces a block
+# and updates it while the block is in cache; it is built on first use with torch's C++ extension builder (cached
+# on disk under TORCH_EXTENSIONS_DIR; 13-20 s once here) and registered as torch.ops.adamlab.adam_mini_step.
+ADAM_MINI_CPU_SOURCE = Path(__file__).parent / "csrc" / "adam_mini_step.cpp"
+# The vector instructions for the level ATen dispatches its own kernels to on this CPU (SSE2 code was about 1.25x
+# slower than AVX-512 on a one-thread profile: compute-bound); the build is named after the level, so a cache
+# directory shared between machines never hands one a kernel its CPU cannot run.
+VECTOR_FLAGS = {"AVX512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"],
+                "AVX2": ["-mavx2", "-mfma"]}
+
+
+@functools.cache
+def adam_mini_cpu_kernel() -> Callable | None:
+    """The built CPU kernel, or None (with one warning naming why) when it cannot be built here: the compiled
+    graphs then run instead."""
+    reason = None
+    if shutil.which("ninja") is None:
+        reason = "torch builds C++ extensions with ninja, which is not on PATH"
+    else:
+        capability = torch.backends.cpu.get_cpu_capability()
+        try:
+            cpp_extension.load(name=f"adamlab_adam_mini_step_{capability.lower()}",
+                               sources=[str(ADAM_MINI_CPU_SOURCE)],
+                               extra_cflags=["-O3", "-fopenmp", *VECTOR_FLAGS.get(capability, [])],
+                               extra_ldflags=["-fopenmp"], is_python_module=False)
+        except (RuntimeError, OSError) as error:  # no compiler, a failed build or load
+            reason = f"it did not build: {(str(error).strip().splitlines() or [type(error).__name__])[0]}"
+    if reason is not None:
+        warnings.warn(f"Adam-mini's CPU kernel unavailable, using the compiled graphs: {reason}", RuntimeWarning,
+                      stacklevel=5)
+        return None
+    return torch.ops.adamlab.adam_mini_step
+
+
+def _adam_mini_kernel_applies(device: torch.device, tensorlists: list[list[Tensor]], given: list) -> bool:
+    """Whether the hand-written kernel covers these blocked parameters: CPU, float32/float64 throughout,
+    contiguous, and no block sums given from other ranks (DDP takes the graphs)."""
+    if torch.device(device).type != "cpu" or torch.compiler.is_compiling() or any(s is not None for s in given):
+        return False
+    dtype = tensorlists[0][0].dtype
+    return dtype in (torch.float32, torch.float64) and all(
+        t.dtype == dtype and t.is_contiguous() for column in tensorlists for t in column)
+
 
 def fused_adamw(
     params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay, maximize, grad_squares=None
@@ -389,7 +438,9 @@ def fused_adamw(
                 continue
             ps, gs, ms, vs, squares = ([column[i] for i in chosen] for column in device_lists)
             scalars = _scalars([group_rows[i] for i in chosen], device, ps[0], ms[0])
-            if blocked:
+            if blocked and _adam_mini_kernel_applies(device, [ps, gs, ms, vs], squares) and adam_mini_cpu_kernel():
+                adam_mini_cpu_kernel()(ps, gs, ms, vs, scalars)
+            elif blocked:
                 factors = _adam_mini_second_moments_kernel(gs, vs, squares, scalars)
                 _adam_mini_apply_kernel(ps, gs, ms, factors, scalars)
             else:

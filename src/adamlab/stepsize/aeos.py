@@ -27,9 +27,9 @@ learning rate (at $w_0$ it is undefined, and LoRA's $B = 0$ start makes the curv
   a preconditioner that changes with every step, so the bound is indicative);
 * SGD: $P = I$ (the raw Hessian) with heavy-ball momentum $\mu$.
 
-$\lambda_{\max}$ comes from power iteration on the symmetric $P^{-1/2} H P^{-1/2}$ (the same eigenvalues as
-$P^{-1} H$) with Hessian-vector products; when the dominant eigenvalue is negative, Lanczos (whose extreme Ritz
-values converge fast) finds the largest algebraic one.
+$\lambda_{\max}$ comes from Lanczos on the symmetric $P^{-1/2} H P^{-1/2}$ (the same eigenvalues as $P^{-1} H$)
+with Hessian-vector products: its largest Ritz value converges fast and is the largest algebraic eigenvalue
+whatever the sign of the dominant one.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .hvp import HessianVectorProduct, Vector, resolve_parameters, restored_afterwards
-from .spectral import _added, _dot, _norm, _scaled, random_unit_vector, seeded_generator, spectral_norm
+from .spectral import _added, _dot, _norm, _scaled, random_unit_vector, seeded_generator
 
 LION_EPS = 1e-8  # Lion has no eps of its own; this keeps P invertible where the momentum is exactly zero
 
@@ -128,41 +128,44 @@ def _seen(optimizer, params) -> Vector:
 
 @dataclass
 class SharpnessResult:
-    sharpness: float  # the largest algebraic eigenvalue of P^{-1/2} H P^{-1/2}
-    dominant: float  # the eigenvalue of largest magnitude (signed)
+    sharpness: float  # the largest algebraic eigenvalue of P^{-1/2} H P^{-1/2}, floored at 0
+    dominant: float  # the extreme Ritz value of largest magnitude (signed): the eigenvalue power iteration would find
     converged: bool
     hvp_count: int
 
 
 def preconditioned_sharpness(hvp: Callable[[Vector], Vector], diagonal: Vector, start: Vector, *,
-                             active: Vector | None = None, max_iter: int = 20, rtol: float = 1e-3) -> SharpnessResult:
+                             active: Vector | None = None, max_iter: int = 20, rtol: float = 1e-2) -> SharpnessResult:
     r"""$\lambda_{\max}(P^{-1} H)$ as the largest eigenvalue of $P^{-1/2} H P^{-1/2}$, with ``hvp`` the product
     with $H$ and ``diagonal`` $P$'s diagonal (same shapes as the vectors); ``active`` (0/1, same shapes) restricts
-    it to the coordinates marked 1."""
+    it to the coordinates marked 1. Lanczos, not power iteration: its largest Ritz value converges in fewer
+    products and is the largest *algebraic* eigenvalue even when the dominant one is negative (from-scratch Llama:
+    13 products to rtol 1e-2, 0.04% from the converged value, where 20 power iterations were 8% low; full MiniLM
+    fine-tune, dominant eigenvalue negative: 18 products where power iteration then Lanczos took 30). The default
+    ``rtol`` of 1e-2 is far inside what the bound is used for (a fraction of it, compared on a grid of factor
+    sqrt(10))."""
     active = active if active is not None else [torch.ones_like(d) for d in diagonal]
     scale = [(d.rsqrt() * a).to(s.dtype) for d, a, s in zip(diagonal, active, start)]
 
     def product(vector: Vector) -> Vector:
         return [s * hv for s, hv in zip(scale, hvp([s * v for s, v in zip(scale, vector)]))]
 
-    first = spectral_norm(product, start, method="power", max_iter=max_iter, rtol=rtol)
-    dominant = math.copysign(first.spectral_norm, first.rayleigh_quotient)
-    if first.degenerate or dominant >= 0:
-        return SharpnessResult(max(dominant, 0.0), dominant, first.converged, first.hvp_count)
-    largest, converged, count = largest_eigenvalue(product, start, max_iter=max_iter, rtol=rtol)
-    return SharpnessResult(max(largest, 0.0), dominant, converged, first.hvp_count + count)
+    largest, smallest, converged, count = extreme_eigenvalues(product, start, max_iter=max_iter, rtol=rtol)
+    dominant = smallest if abs(smallest) > abs(largest) else largest
+    return SharpnessResult(max(largest, 0.0), dominant, converged, count)
 
 
-def largest_eigenvalue(product: Callable[[Vector], Vector], start: Vector, *, max_iter: int,
-                       rtol: float) -> tuple[float, bool, int]:
-    """The largest algebraic eigenvalue of a symmetric operator by Lanczos with full re-orthogonalisation: its
-    extreme Ritz values converge fast even when the spectrum is crowded near the top, where a power iteration on
-    the shifted operator cannot separate them (spectral.py's Lanczos tracks the largest magnitude instead).
-    Returns (eigenvalue, converged, products). Stops when the Ritz pair's residual is within rtol of it."""
+def extreme_eigenvalues(product: Callable[[Vector], Vector], start: Vector, *, max_iter: int,
+                        rtol: float) -> tuple[float, float, bool, int]:
+    """The largest and smallest algebraic eigenvalues of a symmetric operator by Lanczos with full
+    re-orthogonalisation: its extreme Ritz values converge fast even when the spectrum is crowded near the top,
+    where a power iteration cannot separate them (spectral.py's Lanczos tracks the largest magnitude instead).
+    Returns (largest, smallest, converged, products). Stops when the largest Ritz pair's residual is within rtol
+    of it."""
     basis = [_scaled(start, 1 / _norm(start))]
     diagonal: list[float] = []
     off_diagonal: list[float] = []
-    theta, converged = 0.0, False
+    converged = False
     for k in range(1, max_iter + 1):
         w = product(basis[-1])
         diagonal.append(_dot(basis[-1], w))
@@ -175,14 +178,14 @@ def largest_eigenvalue(product: Callable[[Vector], Vector], start: Vector, *, ma
             off = torch.tensor(off_diagonal, dtype=torch.float64)
             tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
         values, vectors = torch.linalg.eigh(tridiagonal)
-        theta = values[-1].item()
+        largest, smallest = values[-1].item(), values[0].item()
         residual = beta * abs(vectors[-1, -1].item())
-        if residual <= rtol * abs(theta) or beta <= 1e-12 * max(abs(values[0].item()), abs(theta)):
+        if residual <= rtol * abs(largest) or beta <= 1e-12 * max(abs(smallest), abs(largest)):
             converged = True
             break
         off_diagonal.append(beta)
         basis.append(_scaled(w, 1 / beta))
-    return theta, converged, k
+    return largest, smallest, converged, k
 
 
 @dataclass
@@ -221,7 +224,7 @@ def aeos_bound(
     batch_size: int = 16,
     n_batches: int = 2,
     max_iter: int = 20,
-    rtol: float = 1e-3,
+    rtol: float = 1e-2,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> AEoSBound:
