@@ -415,7 +415,7 @@ def fused_adamw(
     params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay, maximize, grad_squares=None
 ) -> None:
     """The fused ``adamlab.optim._adamw`` update (same signature); a None in ``grad_squares`` stands for the
-    block means of that gradient's g^2 (Adam-mini), taken inside the compiled update."""
+    block means of that gradient's g^2 (Adam-mini), taken inside the compiled update (or, on CPU, the kernel)."""
     rows = [
         [_sign(maximize), 1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, math.sqrt(1 - beta2**step), eps,
          -lr / (1 - beta1**step)]

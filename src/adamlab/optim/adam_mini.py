@@ -379,7 +379,7 @@ class AdamMini(Optimizer):
             state["step"] += 1
             m = state["m"]
             grad_blocks = grad.view_as(m)
-            # None: the block means of g^2 are still to take (inside the compiled update on the fused path)
+            # None: the block means of g^2 are still to take (inside the fused update)
             shared_mean = shared_sums[param] / self._shared_numel[param] if param in shared_sums else None
             key = (group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"], group["maximize"],
                    group["foreach"], group.get("fused"))
@@ -394,7 +394,8 @@ class AdamMini(Optimizer):
             # viewed with one row per block.
             update = multi_tensor_adamw if use_foreach(group, params) else single_tensor_adamw
             if use_fused(group, params):
-                # the compiled update takes the block means itself (from each second moment's shape): a first
+                # the fused update takes the block means itself (from each second moment's shape): on CPU a
+                # hand-written kernel reduces and updates each block in one sweep; elsewhere a first compiled
                 # graph reduces g^2 per block into the blocks' step factors, a second applies them
                 update = fused_adamw
             else:
