@@ -17,8 +17,10 @@ Per workload (model x task x fine-tuning mode, fixed steps, batch size and evalu
 Reported per workload and method: the lr, its ratio to the grid-best lr, the metric at the suggested lr, the regret
 (grid-best metric minus it, in points of accuracy; for a language model scored by perplexity, lower being better,
 the percent by which it is worse than the grid's best), and the cost as a share of one training run: of this
-short run's wall time, and of a 3,125-step run's training steps (3,125 x the median step time, no loading or
-evaluation; each the least of the grid-best point's seeds, the least slowed by other work). Every run's
+short run's wall time, and of a 3,125-step run's training steps. For ``suggest`` (and ``aeos``, the same
+measurement) the latter comes from ``--phase cost``: the suggestion and bare training steps timed side by side in
+one process; for the other methods, 3,125 x the grid-best point's median step time (the least over its seeds, the
+least slowed by other work). Every run's
 result is cached in its run folder (``result.json``), so an interrupted benchmark resumes where it stopped.
 
     nice python benchmarks/lr_suggestion.py --phase grid       # the grid (the long part; start it first)
@@ -132,8 +134,9 @@ def run(workload: Workload, arm: str, lr: float, tag: str = "grid", seed: int = 
 def median_step_seconds(folder: Path) -> float:
     """A training step's seconds (the median of the run's steps): what a longer run of the same workload costs
     per step, without the model loading and evaluation a short run's wall time is largely made of."""
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
-    return statistics.median(json.loads(line)["step_seconds"] for line in lines if line.strip())
+    path = folder / "metrics.jsonl"
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return statistics.median(json.loads(line)["step_seconds"] for line in lines) if lines else float("nan")
 
 
 def run_folder(workload: Workload, tag: str, arm: str, lr: float, seed: int) -> Path:
@@ -150,7 +153,8 @@ def point(lr: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"lr": lr, "status": "done" if finite else "failed", "metric": mean, "sd": spread, "seeds": len(runs),
             # the least loaded seed's times: a cost share over a run slowed by other work would flatter the method
             "runs": runs, "wall_seconds": min(r["wall_seconds"] for r in runs),
-            "step_seconds": min(r["step_seconds"] for r in runs)}
+            "step_seconds": min((r["step_seconds"] for r in runs if math.isfinite(r["step_seconds"])),
+                                default=float("nan"))}
 
 
 def grid_search(workload: Workload, arm: str, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
