@@ -60,8 +60,8 @@ SUGGESTION_METHODS = {
 
 @dataclass
 class MethodSettings:
-    """The cost knobs, kept small so a suggestion costs a few training steps: estimation batches, power
-    iterations, warm-up steps and range-test steps."""
+    """The cost knobs, kept small so a suggestion costs a few training steps: estimation batches, Hessian-vector
+    products (power iterations for dds, Lanczos steps for aeos), warm-up steps and range-test steps."""
 
     batch_size: int = 16
     n_batches: int = 1  # the sharpness of two batches agreed within 7% on MiniLM + LoRA: the second doubled the cost
