@@ -203,12 +203,24 @@ def paired_standard_error(workload: Workload, best: list[dict[str, Any]], runs: 
     return (sum((x - mean) ** 2 for x in pairs) / (len(pairs) - 1) / len(pairs)) ** 0.5
 
 
+def suggestion_for(workload: Workload, method: str, inputs) -> LRSuggestion:
+    """``method``'s suggestion for Adam from the prepared trial ``inputs`` (seed 0's w0 and training data)."""
+    loaded = inputs.loaded
+    loss_fn = training_loss(loaded.head, loaded.tokenizer.pad_token_id, torch.device("cpu"))
+    return suggest_lr(method, loaded.model, loss_fn, inputs.encoded, _adam, optimizer="adam", horizon=workload.steps,
+                      settings=MethodSettings(batch_size=workload.batch_size), targets_fn=loss_targets)
+
+
+def trial_inputs(workload: Workload):
+    """The workload's model, data and loss as a run with seed 0 prepares them (nothing is trained)."""
+    return prepare_trial(workload.config("adam", "constant", 1e-3, RUNS / workload.name / "methods" / "unused"))
+
+
 def measure_methods(workload: Workload, methods: tuple[str, ...] = MEASURED) -> dict[str, LRSuggestion]:
     """Each method's suggestion for Adam on the workload's w0 (the run's own seed, LoRA initialisation and
     training data), each cached in a JSON record; with ``methods=()`` only those already measured."""
     folder = RUNS / workload.name / "methods"
     folder.mkdir(parents=True, exist_ok=True)
-    config = workload.config("adam", "constant", 1e-3, folder / "unused")
     inputs = None
     measured = {}
     for method in MEASURED:
@@ -216,13 +228,8 @@ def measure_methods(workload: Workload, methods: tuple[str, ...] = MEASURED) -> 
         if not path.exists() and method not in methods:
             continue
         if not path.exists():
-            if inputs is None:
-                inputs = prepare_trial(config)
-            loaded = inputs.loaded
-            loss_fn = training_loss(loaded.head, loaded.tokenizer.pad_token_id, torch.device("cpu"))
-            suggestion = suggest_lr(method, loaded.model, loss_fn, inputs.encoded, _adam, optimizer="adam",
-                                    horizon=workload.steps, settings=MethodSettings(batch_size=workload.batch_size),
-                                    targets_fn=loss_targets)
+            inputs = inputs or trial_inputs(workload)
+            suggestion = suggestion_for(workload, method, inputs)
             suggestion.save(path)
             print(f"{workload.name} {method}: lr {suggestion.lr:.3g} in {suggestion.cost_seconds:.0f}s", flush=True)
         measured[method] = LRSuggestion.load(path)
@@ -242,11 +249,10 @@ def measure_cost(workload: Workload, steps: int = 12) -> dict[str, float]:
     path = RUNS / workload.name / "methods" / "cost.json"
     if path.exists():
         return json.loads(path.read_text())
-    inputs = prepare_trial(workload.config("adam", "constant", 1e-3, path.parent / "unused"))
+    inputs = trial_inputs(workload)
+    suggestion = suggestion_for(workload, "suggest", inputs)
     model, data = inputs.loaded.model, inputs.encoded
     loss_fn = training_loss(inputs.loaded.head, inputs.loaded.tokenizer.pad_token_id, torch.device("cpu"))
-    suggestion = suggest_lr("suggest", model, loss_fn, data, _adam, optimizer="adam", horizon=workload.steps,
-                            settings=MethodSettings(batch_size=workload.batch_size), targets_fn=loss_targets)
     optimizer = _adam([p for p in model.parameters() if p.requires_grad], 1e-4)
     model.train()
     seconds = []

@@ -438,8 +438,10 @@ def fused_adamw(
                 continue
             ps, gs, ms, vs, squares = ([column[i] for i in chosen] for column in device_lists)
             scalars = _scalars([group_rows[i] for i in chosen], device, ps[0], ms[0])
-            if blocked and _adam_mini_kernel_applies(device, [ps, gs, ms, vs], squares) and adam_mini_cpu_kernel():
-                adam_mini_cpu_kernel()(ps, gs, ms, vs, scalars)
+            covered = blocked and _adam_mini_kernel_applies(device, [ps, gs, ms, vs], squares)
+            kernel = adam_mini_cpu_kernel() if covered else None  # None also where it cannot be built
+            if kernel is not None:
+                kernel(ps, gs, ms, vs, scalars)
             elif blocked:
                 factors = _adam_mini_second_moments_kernel(gs, vs, squares, scalars)
                 _adam_mini_apply_kernel(ps, gs, ms, factors, scalars)
