@@ -367,7 +367,7 @@ def main() -> None:
     console = Console()
     results_dir = Path(__file__).parent / "results"
     if args.roofline:
-        # empty inductor and C++ extension caches (Adam-mini's CPU kernel), so the first compile or build is cold
+        # empty inductor and C++ extension caches (the CPU kernels), so the first compile or build is cold
         # (set before anything compiles)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="optim_step_inductor_")
         os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="optim_step_extensions_")

@@ -49,7 +49,8 @@ def test_wheel_holds_licence_type_marker_specs_and_data(wheel):
     bundled = {p.name for p in (ROOT / "src/adamlab/studies/specs").iterdir()}
     assert {f"adamlab/studies/specs/{name}" for name in bundled} <= names and "demo.yaml" in bundled
     assert "adamlab/tasks/data/ag_news/train.jsonl" in names
-    assert "adamlab/optim/csrc/adam_mini_step.cpp" in names  # built on first use by the fused Adam-mini step
+    # built on first use by the fused Adam-mini and CAME steps on CPU
+    assert {"adamlab/optim/csrc/adam_mini_step.cpp", "adamlab/optim/csrc/came_step.cpp"} <= names
     metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata
     assert f"Version: {adamlab.__version__}" in metadata

@@ -5,8 +5,9 @@ bandwidth. The foreach paths sweep the whole list once per ``torch._foreach_*`` 
 the functions here are compiled with ``fullgraph=True, dynamic=False`` so inductor fuses the whole update of
 each tensor into one loop (C++/OpenMP on CPU, Triton on CUDA), the way ``torch.optim.AdamW(fused=True)`` does
 with hand-written kernels. torch has no fused kernels for these algorithms, and inductor already generates
-them from the readable update, so nothing is written by hand below the functional form, with one exception where
-inductor cannot reach the memory roofline: Adam-mini's blocked step on CPU (``csrc/adam_mini_step.cpp``, below).
+them from the readable update, so nothing is written by hand below the functional form, with two exceptions where
+inductor cannot reach the memory roofline: Adam-mini's blocked step and CAME's factored step on CPU
+(``csrc/adam_mini_step.cpp`` and ``csrc/came_step.cpp``, below).
 
 How the compiled functions stay reusable:
 
@@ -368,9 +369,12 @@ _adam_mini_apply_kernel = _compiled(_adam_mini_apply)
 # where the state layout implies 5, 1.36x the roofline on the benchmark set), and inductor's CPU backend does not
 # fuse a row's reduction with the row's update (tried: its outer-loop fusion did not trigger on this pattern, and
 # forcing the per-row values into buffers made the update a separate pass). A hand-written kernel reduces a block
-# and updates it while the block is in cache; it is built on first use with torch's C++ extension builder (cached
-# on disk under TORCH_EXTENSIONS_DIR; 13-20 s once here) and registered as torch.ops.adamlab.adam_mini_step.
-ADAM_MINI_CPU_SOURCE = Path(__file__).parent / "csrc" / "adam_mini_step.cpp"
+# and updates it while the block is in cache (``cpu_kernel("adam_mini_step")``).
+#
+# The CPU kernels (``csrc/<op>.cpp``) are built on first use with torch's C++ extension builder (cached on disk
+# under TORCH_EXTENSIONS_DIR; 13-20 s once each here) and registered as torch.ops.adamlab.<op>.
+CPU_KERNEL_SOURCES = Path(__file__).parent / "csrc"
+CPU_KERNEL_OPTIMIZERS = {"adam_mini_step": "Adam-mini", "came_step": "CAME"}  # the op, and whose step it is
 # The vector instructions for the level ATen dispatches its own kernels to on this CPU (SSE2 code was about 1.25x
 # slower than AVX-512 on a one-thread profile: compute-bound); the build is named after the level, so a cache
 # directory shared between machines never hands one a kernel its CPU cannot run.
@@ -379,32 +383,31 @@ VECTOR_FLAGS = {"AVX512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"
 
 
 @functools.cache
-def adam_mini_cpu_kernel() -> Callable | None:
-    """The built CPU kernel, or None (with one warning naming why) when it cannot be built here: the compiled
-    graphs then run instead."""
+def cpu_kernel(op: str) -> Callable | None:
+    """The built CPU kernel ``torch.ops.adamlab.<op>``, or None (with one warning naming why) when it cannot be
+    built here: the compiled graphs then run instead."""
     reason = None
     if shutil.which("ninja") is None:
         reason = "torch builds C++ extensions with ninja, which is not on PATH"
     else:
         capability = torch.backends.cpu.get_cpu_capability()
         try:
-            cpp_extension.load(name=f"adamlab_adam_mini_step_{capability.lower()}",
-                               sources=[str(ADAM_MINI_CPU_SOURCE)],
-                               extra_cflags=["-O3", "-fopenmp", *VECTOR_FLAGS.get(capability, [])],
+            cpp_extension.load(name=f"adamlab_{op}_{capability.lower()}",
+                               sources=[str(CPU_KERNEL_SOURCES / f"{op}.cpp")], extra_cflags=["-O3", "-fopenmp", *VECTOR_FLAGS.get(capability, [])],
                                extra_ldflags=["-fopenmp"], is_python_module=False)
         except (RuntimeError, OSError) as error:  # no compiler, a failed build or load
             reason = f"it did not build: {(str(error).strip().splitlines() or [type(error).__name__])[0]}"
     if reason is not None:
-        warnings.warn(f"Adam-mini's CPU kernel unavailable, using the compiled graphs: {reason}", RuntimeWarning,
-                      stacklevel=5)
+        warnings.warn(f"{CPU_KERNEL_OPTIMIZERS[op]}'s CPU kernel unavailable, using the compiled graphs: {reason}",
+                      RuntimeWarning, stacklevel=5)
         return None
-    return torch.ops.adamlab.adam_mini_step
+    return getattr(torch.ops.adamlab, op)
 
 
-def _adam_mini_kernel_applies(device: torch.device, tensorlists: list[list[Tensor]], given: list) -> bool:
-    """Whether the hand-written kernel covers these blocked parameters: CPU, float32/float64 throughout,
-    contiguous, and no block sums given from other ranks (DDP takes the graphs)."""
-    if torch.device(device).type != "cpu" or torch.compiler.is_compiling() or any(s is not None for s in given):
+def _cpu_kernel_applies(device: torch.device, tensorlists: list[list[Tensor]]) -> bool:
+    """Whether a hand-written CPU kernel can take these tensors: CPU, eager (inside an outer torch.compile the
+    graphs trace into it), float32/float64 throughout, contiguous."""
+    if torch.device(device).type != "cpu" or torch.compiler.is_compiling():
         return False
     dtype = tensorlists[0][0].dtype
     return dtype in (torch.float32, torch.float64) and all(
@@ -438,8 +441,9 @@ def fused_adamw(
                 continue
             ps, gs, ms, vs, squares = ([column[i] for i in chosen] for column in device_lists)
             scalars = _scalars([group_rows[i] for i in chosen], device, ps[0], ms[0])
-            covered = blocked and _adam_mini_kernel_applies(device, [ps, gs, ms, vs], squares)
-            kernel = adam_mini_cpu_kernel() if covered else None  # None also where it cannot be built
+            # DDP's block sums from other ranks take the graphs
+            covered = blocked and all(q is None for q in squares) and _cpu_kernel_applies(device, [ps, gs, ms, vs])
+            kernel = cpu_kernel("adam_mini_step") if covered else None  # None also where it cannot be built
             if kernel is not None:
                 kernel(ps, gs, ms, vs, scalars)
             elif blocked:
@@ -512,6 +516,9 @@ def fused_hybrid_adam_sgd(
 # each graph returns its small factor vectors (a graph output is computed once, into memory) and the next reads
 # them. (Cutting also at the clipping norm measured slower: the instability was then stored and read back twice.)
 # Each graph takes every matrix of the group, so a step is three kernel calls whatever the number of tensors.
+# Even so the three graphs stream a matrix 11-13 times (inductor writes a row reduction and a column reduction as
+# separate loops) where the data dependencies force 8, so on CPU 2-D matrices take a hand-written kernel with the
+# forced four sweeps (``cpu_kernel("came_step")``, the source says which); batched (>= 3-D) ones the graphs.
 
 
 def _came_row_factor(row: Tensor) -> Tensor:
@@ -596,8 +603,16 @@ def fused_came(
         )
         unfac = [[t for t, f in zip(column, is_factored) if not f] for column in device_lists[:4]]
         scalars = _scalars(row, device, device_lists[0][0])
+        matrices = [params, grads, exp_avgs, sq_rows, sq_cols, res_rows, res_cols]
+        plain = [p.dim() == 2 for p in params]
+        kernel = cpu_kernel("came_step") if any(plain) and _cpu_kernel_applies(device, matrices) else None
+        if kernel is not None:  # (None also where it cannot be built) the 2-D matrices here, the batched below
+            kernel(*([t for t, two_d in zip(column, plain) if two_d] for column in matrices), scalars)
+            params, grads, exp_avgs, sq_rows, sq_cols, res_rows, res_cols = (
+                [t for t, two_d in zip(column, plain) if not two_d] for column in matrices)
         factors, step_factors = [], []
         if params:
             factors = _came_second_moments_kernel(grads, sq_rows, sq_cols, scalars)
             step_factors = _came_moments_kernel(grads, exp_avgs, res_rows, res_cols, factors, scalars)
-        _came_apply_kernel(params, exp_avgs, step_factors, unfac, scalars)
+        if params or unfac[0]:
+            _came_apply_kernel(params, exp_avgs, step_factors, unfac, scalars)

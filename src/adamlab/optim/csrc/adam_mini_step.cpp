@@ -151,7 +151,7 @@ void adam_mini_step(at::TensorList params, at::TensorList grads, at::TensorList 
 
 }  // namespace
 
-TORCH_LIBRARY(adamlab, m) {
+TORCH_LIBRARY_FRAGMENT(adamlab, m) {  // each kernel of the namespace is its own build
   m.def("adam_mini_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
         "Tensor scalars) -> ()");
   m.impl("adam_mini_step", c10::DispatchKey::CPU, adam_mini_step);
