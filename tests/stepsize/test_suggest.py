@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from adamlab.optim import create_optimizer
+from adamlab.optim import available_optimizers, create_optimizer
 from adamlab.stepsize.aeos import (
     aeos_bound,
     optimizer_preconditioner,
@@ -94,13 +94,20 @@ def test_preconditioned_sharpness_is_zero_without_positive_curvature():
     assert stability_threshold(result.sharpness, 0.9) == math.inf
 
 
-@pytest.mark.parametrize("momentum, beta", [("ema", 0.9), ("ema", 0.0), ("heavy_ball", 0.9), ("heavy_ball", 0.5)])
+@pytest.mark.parametrize("momentum, beta", [("ema", 0.9), ("ema", 0.0), ("heavy_ball", 0.9), ("heavy_ball", 0.5),
+                                            ("schedule_free", 0.9)])
 def test_stability_threshold_is_where_momentum_descent_on_a_quadratic_starts_to_diverge(momentum, beta):
     curvature = 7.0
     eta_max = stability_threshold(curvature, beta, momentum)
 
     def final_distance(eta: float) -> float:
         x, m = 1.0, 0.0
+        if momentum == "schedule_free":  # z steps on the gradient at y; x is the running average of the z's
+            z = x
+            for t in range(1, 3001):
+                z -= eta * curvature * ((1 - beta) * z + beta * x)
+                x += (z - x) / (t + 1)
+            return abs(z)
         for _ in range(3000):
             g = curvature * x
             m = beta * m + ((1 - beta) * g if momentum == "ema" else g)
@@ -135,11 +142,111 @@ def test_sgd_preconditioner_is_the_identity_with_heavy_ball_momentum():
 
 def test_an_optimizer_without_a_translation_is_refused_naming_what_is_supported():
     param = nn.Parameter(ones(2))
-    optimizer = torch.optim.Adagrad([param])
+    optimizer = torch.optim.Rprop([param])
     param.grad = ones(2)
     optimizer.step()
-    with pytest.raises(ValueError, match="Adagrad.*second moment"):
+    with pytest.raises(ValueError, match="Rprop.*second moment"):
         optimizer_preconditioner(optimizer, [param])
+
+
+def test_adagrad_preconditioner_is_the_root_of_its_sum_of_squares_without_momentum():
+    param = nn.Parameter(ones(3))
+    optimizer = torch.optim.Adagrad([param], lr=0.1, eps=1e-6)
+    for step in range(1, 4):
+        param.grad = tensor([1.0, -2.0, 0.0]) * step
+        optimizer.step()
+    preconditioner = optimizer_preconditioner(optimizer, [param])
+    assert (preconditioner.kind, preconditioner.beta) == ("adagrad", 0.0)
+    torch.testing.assert_close(preconditioner.diagonal[0], tensor([14.0, 56.0, 0.0]).sqrt() + 1e-6)
+    assert preconditioner.active[0].tolist() == [1.0, 1.0, 0.0]  # the coordinate never moved is left out
+
+
+def test_adam_minis_block_second_moment_is_broadcast_over_its_block():
+    params = [nn.Parameter(ones(4, 3)), nn.Parameter(ones(5))]
+    optimizer = create_optimizer("adam_mini", params, lr=1e-3)
+    for step in range(1, 4):
+        params[0].grad, params[1].grad = ones(4, 3) * tensor([1.0, 2.0, 3.0]) * step, ones(5) * step
+        optimizer.step()
+    preconditioner = optimizer_preconditioner(optimizer, params)
+    beta2, eps = optimizer.param_groups[0]["betas"][1], optimizer.param_groups[0]["eps"]
+    for p, diagonal in zip(params, preconditioner.diagonal):
+        state = optimizer.state[p]
+        second = state["vmean"] if "vmean" in state else state["v"]
+        assert diagonal.shape == p.shape and (second.numel() < p.numel()) == ("vmean" in state)
+        per_block = ((second / (1 - beta2**3)).sqrt() + eps).reshape(-1, 1)
+        torch.testing.assert_close(diagonal, per_block.expand(-1, p.numel() // second.numel()).reshape(p.shape))
+
+
+def test_cames_preconditioner_is_its_factored_second_moment_times_its_factored_instability():
+    params = [nn.Parameter(randn(4, 3, generator=torch.Generator().manual_seed(0))), nn.Parameter(ones(3))]
+    optimizer = create_optimizer("came", params, lr=1e-3)
+    for step in range(1, 4):
+        for p in params:
+            p.grad = randn(p.shape, generator=torch.Generator().manual_seed(step))
+        optimizer.step()
+    preconditioner = optimizer_preconditioner(optimizer, params)
+    assert preconditioner.kind == "factored" and preconditioner.beta == optimizer.param_groups[0]["betas"][0]
+    matrix, vector = (optimizer.state[p] for p in params)
+
+    def outer_over_mean(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return torch.outer(row, col) / row.mean()
+
+    expected = (outer_over_mean(matrix["exp_avg_sq_row"], matrix["exp_avg_sq_col"])
+                * outer_over_mean(matrix["exp_avg_res_row"], matrix["exp_avg_res_col"])).sqrt()
+    torch.testing.assert_close(preconditioner.diagonal[0], expected)
+    torch.testing.assert_close(preconditioner.diagonal[1], vector["exp_avg_sq"].sqrt())
+
+
+def test_bitsandbytes_8bit_second_moment_is_dequantized():
+    pytest.importorskip("bitsandbytes")
+    param = nn.Parameter(torch.ones(64, 128))  # 8,192 elements: bitsandbytes quantizes states from 4,096 up
+    optimizer = create_optimizer("adamw_8bit", [param], lr=1e-3)
+    squares = torch.zeros(64, 128)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        param.grad = torch.randn(64, 128, generator=generator)
+        squares = 0.999 * squares + 0.001 * param.grad**2
+        optimizer.step()
+    assert optimizer.state[param]["state2"].dtype == torch.uint8
+    preconditioner = optimizer_preconditioner(optimizer, [param])
+    exact = (squares / (1 - 0.999**3)).sqrt() + optimizer.param_groups[0]["eps"]
+    assert ((preconditioner.diagonal[0] - exact).abs() / exact).median() < 0.02  # one 8-bit code's rounding
+
+
+def test_optimizers_whose_lr_is_not_a_step_size_are_refused_with_the_reason():
+    for name, reason in (("prodigy", "sets its own step size"), ("dadapt_adam", "sets its own step size"),
+                         ("lamb", "trust ratio"), ("sm3", "cover-set")):
+        param = nn.Parameter(torch.ones(4, 3))
+        optimizer = create_optimizer(name, [param], lr=1e-3)
+        param.grad = torch.ones(4, 3)
+        optimizer.step()
+        with pytest.raises(ValueError, match=reason):
+            optimizer_preconditioner(optimizer, [param])
+
+
+def test_every_registered_optimizer_gets_a_finite_bound_or_a_reason():
+    """On a small network, the bound of every optimizer in the registry: finite and positive, or a ValueError that
+    says why there is none (the refusals are the ones listed in adamlab.stepsize.aeos)."""
+    generator = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, generator=generator), int(i % 2)) for i in range(32)]
+
+    def loss(model, batch):
+        inputs, labels = torch.stack([x for x, _ in batch]), torch.tensor([y for _, y in batch])
+        return nn.functional.cross_entropy(model(inputs), labels)
+
+    refused = {"prodigy", "dadapt_adam", "lamb", "sm3"}
+    for name in available_optimizers():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
+        extra = {"phases": [{"name": "adamw"}, {"name": "sgd"}], "milestones": [100]} if name == "switch" else {}
+        build = partial(lambda params, lr, name, extra: create_optimizer(name, params, lr=lr, **extra),
+                        name=name, extra=extra)
+        if name in refused:
+            with pytest.raises(ValueError, match="no translation"):
+                aeos_bound(model, loss, data, build, warmup_steps=3, n_batches=1, batch_size=8)
+            continue
+        bound = aeos_bound(model, loss, data, build, warmup_steps=3, n_batches=1, batch_size=8)
+        assert 0 < bound.eta_max < math.inf, name
 
 
 def test_aeos_bound_with_sgd_is_the_heavy_ball_edge_of_the_known_hessian():

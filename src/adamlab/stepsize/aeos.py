@@ -25,7 +25,22 @@ learning rate (at $w_0$ it is undefined, and LoRA's $B = 0$ start makes the curv
 * Lion, whose update is $\mathrm{sign}(c)$ for the interpolated momentum $c$: $\mathrm{sign}(c) = c / |c|$, so
   $P = \mathrm{diag}(|m| + \epsilon)$ with its momentum $m$ and $\beta = \beta_1$ (an approximation: the sign is
   a preconditioner that changes with every step, so the bound is indicative);
-* SGD: $P = I$ (the raw Hessian) with heavy-ball momentum $\mu$.
+* SGD: $P = I$ (the raw Hessian) with heavy-ball momentum $\mu$;
+* Adam-mini: its one second moment per block, broadcast over the block;
+* bitsandbytes' 8-bit and paged Adam/AdamW: the second moment dequantized from its blocks;
+* Adagrad: $P = \mathrm{diag}(\sqrt{\textstyle\sum g^2} + \epsilon)$, no momentum;
+* factored second moments, $\hat v_{ij} = r_i c_j / \mathrm{mean}(r)$ for a matrix and the full $v$ for a vector:
+  Adafactor (Hugging Face's and torch's; torch's scales each step by the parameter's RMS, so that RMS divides $P$;
+  no momentum unless Hugging Face's ``beta1`` is set) and CAME, whose step divides the momentum of $g / \sqrt{\hat v}$
+  once more by the root of its factored instability $S$: $P = \sqrt{\hat v} \odot \sqrt{S}$;
+* schedule-free AdamW: Adam's $P$ on the $z$ sequence, which takes plain preconditioned steps with the gradient at
+  $y = (1 - \beta) z + \beta x$; as the average $x$ settles, $z$ is stable iff
+  $\eta < 2 / ((1 - \beta) \lambda_{\max})$;
+* wrappers: Lookahead's inner (fast) optimizer, the active phase of a Switch.
+
+Refused, with the reason: D-Adaptation and Prodigy (the lr multiplies a step size they estimate themselves), LAMB
+(its per-layer trust ratio rescales every step), SM3 (its cover-set accumulators), and LDAdam's low-rank matrices
+(their update lives in a projected subspace: no diagonal $P$ in the parameter's coordinates).
 
 $\lambda_{\max}$ comes from Lanczos on the symmetric $P^{-1/2} H P^{-1/2}$ (the same eigenvalues as $P^{-1} H$)
 with Hessian-vector products: its largest Ritz value converges fast and is the largest algebraic eigenvalue
@@ -34,6 +49,7 @@ whatever the sign of the dominant one.
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,10 +59,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..optim.lookahead import Lookahead
+from ..optim.switch import Switch
 from .hvp import HessianVectorProduct, Vector, resolve_parameters, restored_afterwards
 from .spectral import _added, _dot, _norm, _scaled, random_unit_vector, seeded_generator
 
 LION_EPS = 1e-8  # Lion has no eps of its own; this keeps P invertible where the momentum is exactly zero
+MOMENTUM_KINDS = ("ema", "heavy_ball", "schedule_free")
 
 
 def seeded_batches(n: int, batch_size: int, seed: int, stream: str) -> Iterator[list[int]]:
@@ -61,13 +80,16 @@ def seeded_batches(n: int, batch_size: int, seed: int, stream: str) -> Iterator[
 
 def stability_threshold(sharpness: float, beta: float, momentum: str = "ema") -> float:
     r"""$\eta_{\max}$ for the preconditioned sharpness $\lambda_{\max}(P^{-1} H)$: $(2 + 2\beta) / ((1 - \beta)
-    \lambda)$ for EMA momentum, $(2 + 2\beta)/\lambda$ for heavy-ball; ``inf`` when there is no positive curvature."""
-    if momentum not in ("ema", "heavy_ball"):
-        raise ValueError(f"momentum must be 'ema' or 'heavy_ball', got {momentum!r}")
+    \lambda)$ for EMA momentum, $(2 + 2\beta)/\lambda$ for heavy-ball, $2 / ((1 - \beta) \lambda)$ for
+    schedule-free interpolation; ``inf`` when there is no positive curvature."""
+    if momentum not in MOMENTUM_KINDS:
+        raise ValueError(f"momentum must be one of {', '.join(map(repr, MOMENTUM_KINDS))}, got {momentum!r}")
     if not 0 <= beta < 1:
         raise ValueError(f"beta must be in [0, 1), got {beta}")
     if not sharpness > 0:
         return math.inf
+    if momentum == "schedule_free":
+        return 2 / ((1 - beta) * sharpness)
     damping = (1 - beta) if momentum == "ema" else 1.0
     return (2 + 2 * beta) / (damping * sharpness)
 
@@ -76,46 +98,155 @@ def stability_threshold(sharpness: float, beta: float, momentum: str = "ema") ->
 class Preconditioner:
     """What an optimizer's state says about its stability: the diagonal of $P$ per parameter, and the momentum."""
 
-    kind: str  # second_moment | belief | sign | identity
+    kind: str  # second_moment | belief | sign | adagrad | factored | identity
     diagonal: Vector
     beta: float
-    momentum: str  # ema | heavy_ball
+    momentum: str  # one of MOMENTUM_KINDS
     active: Vector | None = None  # 1 where the warm-up saw a gradient, 0 elsewhere (None: everywhere)
 
 
 def optimizer_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> Preconditioner:
     """Read $P$ and the momentum from ``optimizer``'s state for ``params`` (after at least one step). The
     optimizer is recognised by its state and hyperparameters, so any implementation with these layouts works."""
+    while isinstance(optimizer, (Lookahead, Switch)):  # the optimizer that takes the steps
+        optimizer = optimizer.optimizer if isinstance(optimizer, Lookahead) else optimizer.active
     group = optimizer.param_groups[0]
     state = optimizer.state[params[0]] if params[0] in optimizer.state else {}
+    name = type(optimizer).__name__
+    refusal = _refusal(group, state, [optimizer.state.get(p, {}) for p in params])
+    if refusal is not None:
+        raise ValueError(f"the AEoS bound has no translation for {name}: {refusal}")
     if "exp_avg_var" in state:
-        return _second_moment(optimizer, params, "exp_avg_var", "belief")
+        return _second_moment(optimizer, params, ("exp_avg_var",), "belief")
+    if "vmean" in state or "v" in state and "m" in state:  # Adam-mini: blocked (vmean) or full (v) second moments
+        return _second_moment(optimizer, params, ("vmean", "v"), "second_moment")
     if "exp_avg_sq" in state or "max_exp_avg_sq" in state:
-        return _second_moment(optimizer, params, "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq",
+        if "z" in state:
+            return _schedule_free(optimizer, params)
+        if "clip_threshold" in group:  # CAME, Hugging Face's Adafactor: factored matrices, full vectors
+            return _factored(optimizer, params)
+        return _second_moment(optimizer, params, ("max_exp_avg_sq",) if group.get("amsgrad") else ("exp_avg_sq",),
                               "second_moment")
+    if "exp_avg_sq_row" in state or "row_var" in state or "variance" in state:
+        return _factored(optimizer, params)
+    if "state2" in state:  # bitsandbytes' 8-bit and paged Adam/AdamW
+        return _second_moment(optimizer, params, ("state2",), "second_moment")
+    if "sum" in state and "lr_decay" in group:  # Adagrad
+        diagonal = [optimizer.state[p]["sum"].to(_compute_dtype(p)).sqrt() + group["eps"] for p in params]
+        return Preconditioner("adagrad", diagonal, 0.0, "ema", _seen_gradients(optimizer, params, "sum"))
     if "betas" in group and "exp_avg" in state and "eps" not in group:
-        diagonal = [optimizer.state[p]["exp_avg"].abs().to(torch.promote_types(p.dtype, torch.float32)) + LION_EPS
-                    for p in params]
+        diagonal = [optimizer.state[p]["exp_avg"].abs().to(_compute_dtype(p)) + LION_EPS for p in params]
         return Preconditioner("sign", diagonal, float(group["betas"][0]), "ema", _seen(optimizer, params))
     if "momentum" in group and "betas" not in group:
-        return Preconditioner("identity", [torch.ones_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
-                                           for p in params],
+        return Preconditioner("identity", [torch.ones_like(p, dtype=_compute_dtype(p)) for p in params],
                               float(group["momentum"]), "heavy_ball")
-    raise ValueError(f"the AEoS bound has no translation for {type(optimizer).__name__}; it supports optimizers "
-                     "with a second moment (exp_avg_sq: the Adam family), a belief (exp_avg_var: AdaBelief), "
-                     "sign updates (Lion) and SGD")
+    raise ValueError(f"the AEoS bound has no translation for {name}; it supports optimizers "
+                     "with a second moment (exp_avg_sq: the Adam family, Adam-mini, bitsandbytes' 8-bit Adam), a "
+                     "belief (exp_avg_var: AdaBelief), factored second moments (Adafactor, CAME), Adagrad, sign "
+                     "updates (Lion), schedule-free AdamW and SGD")
 
 
-def _second_moment(optimizer, params, key: str, kind: str) -> Preconditioner:
+def _refusal(group: dict, state: dict, states: list[dict]) -> str | None:
+    """Why an optimizer with a state the translations below would misread has no bound, or None."""
+    if "d0" in group or "growth_rate" in group:
+        return ("it sets its own step size (D-Adaptation, Prodigy): lr multiplies the step size d it estimates, "
+                "so train with lr 1.0, its default")
+    if "trust_ratio" in state:
+        return "LAMB's per-layer trust ratio rescales every step, so its lr is not a step size on the loss"
+    if "accumulator_0" in state:
+        return "SM3's cover-set accumulators give no per-coordinate second moment"
+    if any("projector" in s for s in states):
+        return ("LDAdam's low-rank matrices take their update in a projected subspace, with no diagonal "
+                "preconditioner in the parameter's coordinates")
+    if group.get("relative_step"):
+        return "Adafactor with relative_step=True ignores lr (its step size is 1/sqrt(t)); pass relative_step=False"
+    return None
+
+
+def _compute_dtype(p: Tensor) -> torch.dtype:
+    return torch.promote_types(p.dtype, torch.float32)  # bf16 states and parameters in fp32
+
+
+def _second_moment(optimizer, params, keys: tuple[str, ...], kind: str) -> Preconditioner:
+    """sqrt(v / (1 - beta2^t)) + eps, with v the first of ``keys`` each parameter's state holds."""
     group = optimizer.param_groups[0]
     beta1, beta2 = group["betas"]
     diagonal = []
     for p in params:
         state = optimizer.state[p]
         correction = 1 - beta2 ** float(state["step"])
-        second = state[key].to(torch.promote_types(state[key].dtype, torch.float32))  # bf16 states in fp32
-        diagonal.append((second / correction).sqrt() + group["eps"])
+        second = _dequantized(state, next(key for key in keys if key in state)).to(_compute_dtype(p))
+        if second.numel() != p.numel():  # Adam-mini: one second moment per block of consecutive elements
+            second = second.reshape(-1, 1).expand(second.numel(), p.numel() // second.numel())
+        diagonal.append(((second / correction).sqrt() + group["eps"]).reshape(p.shape))
     return Preconditioner(kind, diagonal, float(beta1), "ema", _seen(optimizer, params))
+
+
+def _schedule_free(optimizer, params) -> Preconditioner:
+    """Schedule-free AdamW: Adam's P (bias-corrected by its step count ``k``) on its z sequence."""
+    group = optimizer.param_groups[0]
+    beta1, beta2 = group["betas"]
+    correction = 1 - beta2 ** float(group["k"])
+    diagonal = [(optimizer.state[p]["exp_avg_sq"].to(_compute_dtype(p)) / correction).sqrt() + group["eps"]
+                for p in params]
+    return Preconditioner("second_moment", diagonal, float(beta1), "schedule_free",
+                          _seen_gradients(optimizer, params, "exp_avg_sq"))
+
+
+def _dequantized(state: dict, key: str) -> Tensor:
+    """The state tensor ``key``, dequantized where bitsandbytes keeps it in 8-bit blocks (a uint8 code per element,
+    an absmax per block of 256)."""
+    values = state[key]
+    if values.dtype != torch.uint8:
+        return values
+    # imported here, not with this module: bitsandbytes is an optional extra, and such a state only exists where
+    # it is installed (importing it costs seconds and prints warnings on CPU)
+    bnb_functional = importlib.import_module("bitsandbytes.functional")
+    number = key.removeprefix("state")
+    absmax, code = state[f"absmax{number}"], state[f"qmap{number}"]
+    blocksize = 1 << math.ceil(math.log2(math.ceil(values.numel() / absmax.numel())))
+    return bnb_functional.dequantize_blockwise(values, absmax=absmax, code=code, blocksize=blocksize)
+
+
+def _factored(optimizer, params) -> Preconditioner:
+    r"""Adafactor's and CAME's $P$: per matrix $\sqrt{r_i c_j / \mathrm{mean}(r)}$ from the row and column
+    statistics (CAME: times the same of its instability), per vector the root of its full second moment."""
+    group = optimizer.param_groups[0]
+    diagonal = []
+    for p in params:
+        state, dtype = optimizer.state[p], _compute_dtype(p)
+        if "row_var" in state:  # torch.optim.Adafactor: (..., n, 1) and (..., 1, m) statistics, clamped at eps1
+            eps1 = group["eps"][0] if group["eps"][0] is not None else torch.finfo(p.dtype).eps
+            row, col = state["row_var"].to(dtype), state["col_var"].to(dtype)
+            second = (row @ col / row.mean(dim=-2, keepdim=True).clamp(min=eps1)).clamp(min=eps1 * eps1)
+        elif "variance" in state:
+            eps1 = group["eps"][0] if group["eps"][0] is not None else torch.finfo(p.dtype).eps
+            second = state["variance"].to(dtype).clamp(min=eps1 * eps1)
+        elif "exp_avg_sq_row" in state:
+            second = _outer_over_mean(state["exp_avg_sq_row"].to(dtype), state["exp_avg_sq_col"].to(dtype))
+        else:
+            second = state["exp_avg_sq"].to(dtype)
+        root = second.sqrt()
+        if "exp_avg_res_row" in state:  # CAME's confidence: its step divides m by sqrt(S) as well
+            root = root * _outer_over_mean(state["exp_avg_res_row"].to(dtype), state["exp_avg_res_col"].to(dtype)).sqrt()
+        if "row_var" in state or "variance" in state or group.get("scale_parameter"):
+            # the step is lr x max(eps2, RMS(p)) x the update: a larger parameter takes a larger step
+            root = root / max(group["eps"][1], (p.detach().to(dtype).norm() / math.sqrt(p.numel())).item())
+        diagonal.append(root.expand(p.shape))
+    beta1 = group["betas"][0] if "betas" in group else group.get("beta1")  # Adafactor's momentum is optional
+    # with momentum, the coordinates it moved (as for Adam); without, a factored P is nowhere as small as eps
+    active = _seen(optimizer, params) if "exp_avg" in optimizer.state[params[0]] else None
+    return Preconditioner("factored", diagonal, float(beta1 or 0.0), "ema", active)
+
+
+def _outer_over_mean(row: Tensor, col: Tensor) -> Tensor:
+    r"""$r c^\top / \mathrm{mean}(r)$ over the last two dims, from statistics shaped (..., n) and (..., m)."""
+    return (row / row.mean(dim=-1, keepdim=True)).unsqueeze(-1) * col.unsqueeze(-2)
+
+
+def _seen_gradients(optimizer, params, key: str) -> Vector:
+    """1 where the warm-up's accumulated squares are non-zero (an optimizer without momentum)."""
+    return [(optimizer.state[p][key] != 0).to(_compute_dtype(p)) for p in params]
 
 
 def _seen(optimizer, params) -> Vector:
@@ -123,7 +254,9 @@ def _seen(optimizer, params) -> Vector:
     tokens the warm-up did not see) have P = eps, which would inflate their curvature by 1/eps; but Adam's first
     step on a coordinate is about lr in size whatever its gradient, so the frozen-P model does not hold there and
     they are left out of lambda_max."""
-    return [(optimizer.state[p]["exp_avg"] != 0).to(torch.promote_types(p.dtype, torch.float32)) for p in params]
+    # m by its name in adamlab and torch, Adam-mini's official code and bitsandbytes
+    key = next(key for key in ("exp_avg", "m", "state1") if key in optimizer.state[params[0]])
+    return [(_dequantized(optimizer.state[p], key) != 0).to(_compute_dtype(p)).reshape(p.shape) for p in params]
 
 
 @dataclass
@@ -247,6 +380,8 @@ def aeos_bound(
     with restored_afterwards(model, tensors, seed):
         order = seeded_batches(len(data), batch_size, seed, "aeos")
         optimizer = make_optimizer(tensors, warmup_lr)
+        if callable(getattr(optimizer, "train", None)):  # schedule-free optimizers step only in their train mode
+            optimizer.train()
         model.train()
         warmup_loss = []
         for _ in range(warmup_steps):
