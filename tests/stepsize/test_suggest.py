@@ -213,9 +213,28 @@ def test_bitsandbytes_8bit_second_moment_is_dequantized():
     assert ((preconditioner.diagonal[0] - exact).abs() / exact).median() < 0.02  # one 8-bit code's rounding
 
 
+def test_lambs_preconditioner_divides_adams_by_the_trust_ratio_and_sm3s_takes_the_least_cover():
+    param = nn.Parameter(randn(4, 3, generator=torch.Generator().manual_seed(0)))
+    lamb = create_optimizer("lamb", [param], lr=1e-3)
+    for step in range(1, 4):
+        param.grad = randn(4, 3, generator=torch.Generator().manual_seed(step))
+        lamb.step()
+    state, eps = lamb.state[param], lamb.param_groups[0]["eps"]
+    preconditioner = optimizer_preconditioner(lamb, [param])
+    assert preconditioner.kind == "lamb" and 0 < float(state["trust_ratio"]) != 1
+    torch.testing.assert_close(preconditioner.diagonal[0], (state["exp_avg_sq"].sqrt() + eps) / state["trust_ratio"])
+
+    sm3 = create_optimizer("sm3", [param], lr=1e-3)
+    for step in range(1, 4):
+        param.grad = randn(4, 3, generator=torch.Generator().manual_seed(step))
+        sm3.step()
+    state, eps = sm3.state[param], sm3.param_groups[0]["eps"]
+    nu = torch.minimum(state["accumulator_0"].expand(4, 3), state["accumulator_1"].expand(4, 3))
+    torch.testing.assert_close(optimizer_preconditioner(sm3, [param]).diagonal[0], (nu + eps).sqrt())
+
+
 def test_optimizers_whose_lr_is_not_a_step_size_are_refused_with_the_reason():
-    for name, reason in (("prodigy", "sets its own step size"), ("dadapt_adam", "sets its own step size"),
-                         ("lamb", "trust ratio"), ("sm3", "cover-set")):
+    for name, reason in (("prodigy", "sets its own step size"), ("dadapt_adam", "sets its own step size")):
         param = nn.Parameter(torch.ones(4, 3))
         optimizer = create_optimizer(name, [param], lr=1e-3)
         param.grad = torch.ones(4, 3)
@@ -234,7 +253,7 @@ def test_every_registered_optimizer_gets_a_finite_bound_or_a_reason():
         inputs, labels = torch.stack([x for x, _ in batch]), torch.tensor([y for _, y in batch])
         return nn.functional.cross_entropy(model(inputs), labels)
 
-    refused = {"prodigy", "dadapt_adam", "lamb", "sm3"}
+    refused = {"prodigy", "dadapt_adam"}
     for name in available_optimizers():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))

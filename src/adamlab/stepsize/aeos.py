@@ -38,9 +38,12 @@ learning rate (at $w_0$ it is undefined, and LoRA's $B = 0$ start makes the curv
   $\eta < 2 / ((1 - \beta) \lambda_{\max})$;
 * wrappers: Lookahead's inner (fast) optimizer, the active phase of a Switch.
 
-Refused, with the reason: D-Adaptation and Prodigy (the lr multiplies a step size they estimate themselves), LAMB
-(its per-layer trust ratio rescales every step), SM3 (its cover-set accumulators), and LDAdam's low-rank matrices
-(their update lives in a projected subspace: no diagonal $P$ in the parameter's coordinates).
+* LAMB: Adam's $P$ (without bias correction of $v$) divided by each layer's trust ratio, frozen like $P$;
+* SM3: the root of the least accumulator covering each coordinate, with its optional EMA momentum.
+
+Refused, with the reason: D-Adaptation and Prodigy (the lr multiplies a step size they estimate themselves, so it
+is not a step size on the loss) and LDAdam's low-rank matrices (their update lives in a projected subspace: no
+diagonal $P$ in the parameter's coordinates).
 
 $\lambda_{\max}$ comes from Lanczos on the symmetric $P^{-1/2} H P^{-1/2}$ (the same eigenvalues as $P^{-1} H$)
 with Hessian-vector products: its largest Ritz value converges fast and is the largest algebraic eigenvalue
@@ -98,7 +101,7 @@ def stability_threshold(sharpness: float, beta: float, momentum: str = "ema") ->
 class Preconditioner:
     """What an optimizer's state says about its stability: the diagonal of $P$ per parameter, and the momentum."""
 
-    kind: str  # second_moment | belief | sign | adagrad | factored | identity
+    kind: str  # second_moment | belief | sign | adagrad | factored | lamb | sm3 | identity
     diagonal: Vector
     beta: float
     momentum: str  # one of MOMENTUM_KINDS
@@ -120,6 +123,10 @@ def optimizer_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[
         return _second_moment(optimizer, params, ("exp_avg_var",), "belief")
     if "vmean" in state or "v" in state and "m" in state:  # Adam-mini: blocked (vmean) or full (v) second moments
         return _second_moment(optimizer, params, ("vmean", "v"), "second_moment")
+    if "trust_ratio" in state:
+        return _lamb(optimizer, params)
+    if "accumulator_0" in state:
+        return _sm3(optimizer, params)
     if "exp_avg_sq" in state or "max_exp_avg_sq" in state:
         if "z" in state:
             return _schedule_free(optimizer, params)
@@ -141,9 +148,9 @@ def optimizer_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[
         return Preconditioner("identity", [torch.ones_like(p, dtype=_compute_dtype(p)) for p in params],
                               float(group["momentum"]), "heavy_ball")
     raise ValueError(f"the AEoS bound has no translation for {name}; it supports optimizers "
-                     "with a second moment (exp_avg_sq: the Adam family, Adam-mini, bitsandbytes' 8-bit Adam), a "
-                     "belief (exp_avg_var: AdaBelief), factored second moments (Adafactor, CAME), Adagrad, sign "
-                     "updates (Lion), schedule-free AdamW and SGD")
+                     "with a second moment (exp_avg_sq: the Adam family, Adam-mini, bitsandbytes' 8-bit Adam, LAMB), "
+                     "a belief (exp_avg_var: AdaBelief), factored second moments (Adafactor, CAME), Adagrad, SM3, "
+                     "sign updates (Lion), schedule-free AdamW and SGD")
 
 
 def _refusal(group: dict, state: dict, states: list[dict]) -> str | None:
@@ -151,10 +158,6 @@ def _refusal(group: dict, state: dict, states: list[dict]) -> str | None:
     if "d0" in group or "growth_rate" in group:
         return ("it sets its own step size (D-Adaptation, Prodigy): lr multiplies the step size d it estimates, "
                 "so train with lr 1.0, its default")
-    if "trust_ratio" in state:
-        return "LAMB's per-layer trust ratio rescales every step, so its lr is not a step size on the loss"
-    if "accumulator_0" in state:
-        return "SM3's cover-set accumulators give no per-coordinate second moment"
     if any("projector" in s for s in states):
         return ("LDAdam's low-rank matrices take their update in a projected subspace, with no diagonal "
                 "preconditioner in the parameter's coordinates")
@@ -191,6 +194,35 @@ def _schedule_free(optimizer, params) -> Preconditioner:
                 for p in params]
     return Preconditioner("second_moment", diagonal, float(beta1), "schedule_free",
                           _seen_gradients(optimizer, params, "exp_avg_sq"))
+
+
+def _lamb(optimizer, params) -> Preconditioner:
+    """LAMB (pytorch-optimizer's): the step is lr x trust ratio x m_hat / (sqrt(v) + eps), v not bias-corrected, the
+    trust ratio ||w|| / ||update|| one number per parameter, frozen like P (its last value; 1 with ``adam=True``).
+    A rectified LAMB's early steps are smaller still, so the bound holds for it as well."""
+    group = optimizer.param_groups[0]
+    diagonal = []
+    for p in params:
+        state = optimizer.state[p]
+        trust_ratio = 1.0 if group.get("adam") else float(state["trust_ratio"])
+        diagonal.append((state["exp_avg_sq"].to(_compute_dtype(p)).sqrt() + group["eps"]) / trust_ratio)
+    return Preconditioner("lamb", diagonal, float(group["betas"][0]), "ema", _seen(optimizer, params))
+
+
+def _sm3(optimizer, params) -> Preconditioner:
+    """SM3: g / sqrt(nu + eps) with nu_ij the least of the accumulators covering ij (a row's and a column's for a
+    matrix; the accumulators hold the largest nu each cover saw), then optional EMA momentum. Leaving out the next
+    g^2 that nu adds makes P smaller and the bound lower: on the safe side."""
+    group = optimizer.param_groups[0]
+    diagonal = []
+    for p in params:
+        state = optimizer.state[p]
+        nu = state["accumulator_0"]
+        for i in range(1, p.dim()):
+            nu = torch.minimum(nu, state[f"accumulator_{i}"])
+        diagonal.append((nu.to(_compute_dtype(p)) + group["eps"]).sqrt().expand(p.shape))
+    active = _seen_gradients(optimizer, params, "momentum_buffer") if group["momentum"] > 0 else None
+    return Preconditioner("sm3", diagonal, float(group["momentum"]), "ema", active)
 
 
 def _dequantized(state: dict, key: str) -> Tensor:
