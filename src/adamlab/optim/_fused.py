@@ -393,7 +393,8 @@ def cpu_kernel(op: str) -> Callable | None:
         capability = torch.backends.cpu.get_cpu_capability()
         try:
             cpp_extension.load(name=f"adamlab_{op}_{capability.lower()}",
-                               sources=[str(CPU_KERNEL_SOURCES / f"{op}.cpp")], extra_cflags=["-O3", "-fopenmp", *VECTOR_FLAGS.get(capability, [])],
+                               sources=[str(CPU_KERNEL_SOURCES / f"{op}.cpp")],
+                               extra_cflags=["-O3", "-fopenmp", *VECTOR_FLAGS.get(capability, [])],
                                extra_ldflags=["-fopenmp"], is_python_module=False)
         except (RuntimeError, OSError) as error:  # no compiler, a failed build or load
             reason = f"it did not build: {(str(error).strip().splitlines() or [type(error).__name__])[0]}"

@@ -36,10 +36,9 @@ learning rate (at $w_0$ it is undefined, and LoRA's $B = 0$ start makes the curv
 * schedule-free AdamW: Adam's $P$ on the $z$ sequence, which takes plain preconditioned steps with the gradient at
   $y = (1 - \beta) z + \beta x$; as the average $x$ settles, $z$ is stable iff
   $\eta < 2 / ((1 - \beta) \lambda_{\max})$;
-* wrappers: Lookahead's inner (fast) optimizer, the active phase of a Switch.
-
 * LAMB: Adam's $P$ (without bias correction of $v$) divided by each layer's trust ratio, frozen like $P$;
-* SM3: the root of the least accumulator covering each coordinate, with its optional EMA momentum.
+* SM3: the root of the least accumulator covering each coordinate, with its optional EMA momentum;
+* wrappers: Lookahead's inner (fast) optimizer, the active phase of a Switch.
 
 Refused, with the reason: D-Adaptation and Prodigy (the lr multiplies a step size they estimate themselves, so it
 is not a step size on the loss) and LDAdam's low-rank matrices (their update lives in a projected subspace: no
@@ -260,7 +259,8 @@ def _factored(optimizer, params) -> Preconditioner:
             second = state["exp_avg_sq"].to(dtype)
         root = second.sqrt()
         if "exp_avg_res_row" in state:  # CAME's confidence: its step divides m by sqrt(S) as well
-            root = root * _outer_over_mean(state["exp_avg_res_row"].to(dtype), state["exp_avg_res_col"].to(dtype)).sqrt()
+            instability = _outer_over_mean(state["exp_avg_res_row"].to(dtype), state["exp_avg_res_col"].to(dtype))
+            root = root * instability.sqrt()
         if "row_var" in state or "variance" in state or group.get("scale_parameter"):
             # the step is lr x max(eps2, RMS(p)) x the update: a larger parameter takes a larger step
             root = root / max(group["eps"][1], (p.detach().to(dtype).norm() / math.sqrt(p.numel())).item())
