@@ -9,15 +9,17 @@ Per workload (model x task x fine-tuning mode, fixed steps, batch size and evalu
    suggestions are scored against, is then run with the workload's seeds (``SEEDS``; LoRA initialisation, head,
    data order and dropout change with the seed) and refined to a factor 10^(1/4) around its best point: a point's
    metric is the mean over the seeds (one seed of these short runs moved accuracy by 19 points between two lrs a
-   factor 1.8 apart; three seeds still left standard errors of 1.5-3 points on the regret). SmolLM2 keeps one
-   seed (scoring 872 examples by label likelihood takes 5-9 minutes a run), QNLI three (2-3 minutes a run).
+   factor 1.8 apart; three seeds still left standard errors of 1.5-3 points on the regret). SmolLM2 and QNLI
+   take three (scoring 872 examples by label likelihood takes 5-9 minutes a run; a QNLI run 2-3 minutes).
 2. ``methods``: every learning-rate method of ``adamlab.stepsize.suggest`` from the run's own w0 and training data
    (seed 0, so the same LoRA initialisation), its cost in seconds, and full Adam runs at the suggested lr with the
    same seeds as the grid.
 
 Reported per workload and method: the lr, its ratio to the grid-best lr, the metric at the suggested lr, the regret
 (grid-best metric minus it, in points of accuracy; for a language model scored by perplexity, lower being better,
-the percent by which it is worse than the grid's best), and the cost as a share of one training run: of this
+the percent by which it is worse than the grid's best), the held-out regret (the grid's best picked on other seeds
+and other evaluation examples than those that score it: ``cross_fitted_regret``), and the cost as a share of one
+training run: of this
 short run's wall time, and of a 3,125-step run's training steps. For ``suggest`` (and ``aeos``, the same
 measurement) the latter comes from ``--phase cost``: the suggestion and bare training steps timed side by side in
 one process; for the other methods, 3,125 x the grid-best point's median step time (the least over its seeds, the
@@ -41,11 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from adamlab.metrics import perplexity_scores
 from adamlab.models import LoraSettings
 from adamlab.optim import create_optimizer
 from adamlab.stepsize.suggest import SUGGEST_FRACTION, SUGGESTION_METHODS, LRSuggestion, MethodSettings, suggest_lr
+from adamlab.tasks import get_task
 from adamlab.training.config import TrainConfig
 from adamlab.training.loop import train
 from adamlab.training.losses import loss_targets, training_loss
@@ -104,13 +109,17 @@ WORKLOADS = {
         Workload("minilm-lora-ag_news", "minilm", "ag_news", LORA_R8, (-14, -12, -10)),
         Workload("minilm-lora-sst2", "minilm", "sst2", LORA_R8, (-14, -12, -10), steps=50, eval_limit=200),
         Workload("minilm-full-ag_news", "minilm", "ag_news", None, (-18, -16, -14), steps=40, eval_limit=200),
-        # scored on all 872 SST-2 validation examples (on 150, the grid was flat within the noise); one seed:
+        # scored on all 872 SST-2 validation examples (on 150, the grid was flat within the noise); three seeds:
         # scoring 872 examples by label likelihood takes 5-9 minutes a run on this CPU
         Workload("smollm2-lora-sst2-eval872", "smollm2-135m", "sst2", LORA_R8, (-16, -14, -12), steps=20,
-                 batch_size=8, max_seq_len=96, eval_limit=872, seeds=(0,), extra={"eval_mode": "score"}),
+                 batch_size=8, max_seq_len=96, eval_limit=872, seeds=(0, 1, 2), extra={"eval_mode": "score"}),
         # pre-training from scratch: the 4 x 128 Llama with the byte-level tokenizer on the bundled C4 sample
         Workload("llama-tiny-scratch-c4", "llama-tiny", "c4", None, (-14, -12, -10), steps=200, max_seq_len=128,
                  eval_limit=100, metric="perplexity", higher_is_better=False),
+        # a second pre-training corpus (WikiText-2 offline: trains on its validation articles, scored on 20 of its
+        # test articles): does a from-scratch run want the same share of the edge on other text?
+        Workload("llama-tiny-scratch-wikitext2", "llama-tiny", "wikitext2", None, (-14, -12, -10), steps=200,
+                 max_seq_len=128, eval_limit=20, metric="perplexity", higher_is_better=False),
         Workload("minilm-full-sst2", "minilm", "sst2", None, (-18, -16, -14), steps=40, eval_limit=200),
         # two more tasks, GLUE sentence pairs (held out): QQP's questions fit 64 tokens, QNLI's pairs need 96
         Workload("minilm-lora-qqp", "minilm", "qqp", LORA_R8, (-14, -12, -10)),
@@ -208,6 +217,62 @@ def paired_standard_error(workload: Workload, best: list[dict[str, Any]], runs: 
         return float("nan")
     mean = sum(pairs) / len(pairs)
     return (sum((x - mean) ** 2 for x in pairs) / (len(pairs) - 1) / len(pairs)) ** 0.5
+
+
+def example_scores(workload: Workload, folder: Path) -> dict[str, tuple[float, float]]:
+    """Per evaluation example of a finished run, the two sums its metric is made of: (correct, 1) for accuracy,
+    (summed next-token loss, tokens) for perplexity; checked against the metric the run recorded."""
+    records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip()]
+    if workload.metric == "perplexity":
+        scores = {r["id"]: (r["loss"], r["tokens"]) for r in records}
+    else:
+        choices = get_task(workload.task).answer_choices
+        scores = {r["id"]: (float(r["prediction"] is not None and choices[r["prediction"]] in r["references"]), 1.0)
+                  for r in records}
+    recorded = json.loads((folder / "result.json").read_text())["metrics"][workload.metric]
+    if not math.isclose(subset_metric(workload, scores, list(scores)), recorded, rel_tol=1e-9):
+        raise ValueError(f"{folder}: predictions.jsonl does not add up to the recorded {workload.metric}")
+    return scores
+
+
+def subset_metric(workload: Workload, scores: dict[str, tuple[float, float]], ids: list[str]) -> float:
+    if workload.metric == "perplexity":
+        return perplexity_scores([scores[i][0] for i in ids], [int(scores[i][1]) for i in ids])["perplexity"]
+    return sum(scores[i][0] for i in ids) / len(ids)
+
+
+def cross_fitted_regret(workload: Workload, grid: list[dict[str, Any]], lr: float) -> dict[str, Any] | None:
+    """The regret with the grid's best point picked on runs and examples that do not score it: for each seed, the
+    best point by the other seeds' mean on one half of the evaluation examples, scored against ``suggest`` on that
+    seed and the other half, both halves in turn. The plain regret picks the best of six or so noisy points on the
+    runs that then score it, a maximum whose noise counts against ``suggest`` (the winner's curse); this one does
+    not. The halves are one fixed random split of the example ids; with one seed, the selection uses that seed on
+    the other half. Per seed the two halves' regrets are averaged, the standard error is over the seeds. None until
+    ``lr`` has been trained with every seed."""
+    seeds = workload.arm_seeds("adam")
+    trained = [run_folder(workload, "suggested", "adam", lr, seed) for seed in seeds]
+    if not all((folder / "predictions.jsonl").exists() for folder in trained):
+        return None
+    suggested = [example_scores(workload, folder) for folder in trained]
+    # a grid point a seed did not finish (diverged) has no predictions and cannot be picked
+    points = {p["lr"]: [example_scores(workload, run_folder(workload, "grid", "adam", p["lr"], seed)) for seed in seeds]
+              for p in grid if p["status"] == "done"}
+    ids = np.random.default_rng(0).permutation(sorted(suggested[0])).tolist()
+    halves = (ids[: len(ids) // 2], ids[len(ids) // 2:])
+    sign = 1 if workload.higher_is_better else -1
+    per_seed, picked = [], []
+    for k in range(len(seeds)):
+        others = [j for j in range(len(seeds)) if j != k] or [k]
+        regrets = []
+        for dev, test in (halves, halves[::-1]):
+            best = max(points, key=lambda at: sign * statistics.mean(
+                subset_metric(workload, points[at][j], dev) for j in others))
+            picked.append(best)
+            regrets.append(regret(workload, subset_metric(workload, points[best][k], test),
+                                  subset_metric(workload, suggested[k], test)))
+        per_seed.append(statistics.mean(regrets))
+    spread = statistics.stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else float("nan")
+    return {"regret": statistics.mean(per_seed), "se": spread, "picked": sorted(set(picked)), "examples": len(ids)}
 
 
 def suggestion_for(workload: Workload, method: str, inputs) -> LRSuggestion:
@@ -340,7 +405,8 @@ def summarise(workload: Workload) -> dict[str, Any] | None:
             if trained is not None:
                 row.update(metric=trained["metric"], sd=trained["sd"], status=trained["status"], runs=trained["runs"],
                            regret=regret(workload, best["metric"], trained["metric"]),
-                           regret_se=paired_standard_error(workload, best["runs"], trained["runs"]))
+                           regret_se=paired_standard_error(workload, best["runs"], trained["runs"]),
+                           cross_fitted=cross_fitted_regret(workload, grids["adam"], suggestion.lr))
             methods[method] = row
     return {"workload": workload.name, "steps": workload.steps, "batch_size": workload.batch_size,
             "metric": workload.metric, "higher_is_better": workload.higher_is_better, "seeds": list(workload.seeds),
@@ -362,9 +428,9 @@ def _mean_sd(result: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| workload | grid-best Adam lr (metric, mean ± sd over seeds) | grid-best AdamW+cos lr | method | lr | "
-             "x grid-best | metric at lr | regret ± se (pts; ppl: %) | "
+             "x grid-best | metric at lr | regret ± se (pts; ppl: %) | held-out regret ± se | "
              "cost: s (share of this run; of a 3125-step run) |",
-             "|" + "---|" * 9]
+             "|" + "---|" * 10]
     for row in rows:
         adam, adamw = row["grid_best"]["adam"], row["grid_best"]["adamw_cosine"]
         name = f"{row['workload']}{' (calibration)' if row['calibration'] else ''}"
@@ -387,7 +453,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                 regret = f"~{lost:.1f}"
             else:
                 metric, regret = "not trained", "-"
-            lines.append(f"| {head} | {method} | {m['lr']:.3g} | {m['ratio']:.2f} | {metric} | {regret} | "
+            held_out = m.get("cross_fitted")
+            fitted = "-" if held_out is None else f"{held_out['regret']:.1f}" + (
+                f" ± {held_out['se']:.1f}" if math.isfinite(held_out["se"]) else "")
+            lines.append(f"| {head} | {method} | {m['lr']:.3g} | {m['ratio']:.2f} | {metric} | {regret} | {fitted} | "
                          f"{m['cost_seconds']:.0f} ({100 * m['cost_share']:.0f}%; "
                          f"{100 * m['cost_share_3125']:.1f}%) |")
             head = " | | "

@@ -185,9 +185,9 @@ def _dds(horizon_of: Callable[[int], int]):
     def method(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn, progress):
         T = horizon_of(horizon)
         estimate = estimate_stepsize(model, loss_fn, data, horizon=T, total_steps=horizon,
-                                     n_examples=settings.batch_size * settings.n_batches, batch_size=settings.batch_size,
-                                     max_iter=settings.max_iter, seed=settings.seed, targets_fn=targets_fn,
-                                     bootstrap=0, progress=progress)
+                                     n_examples=settings.batch_size * settings.n_batches,
+                                     batch_size=settings.batch_size, max_iter=settings.max_iter, seed=settings.seed,
+                                     targets_fn=targets_fn, bootstrap=0, progress=progress)
         return float(estimate.alpha), {"derived_for": "adam", "T": T, "L0": estimate.L0, "K": estimate.K,
                                        "converged_fraction": estimate.converged_fraction,
                                        "hvp_count": estimate.hvp_count}
