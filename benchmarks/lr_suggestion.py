@@ -10,7 +10,7 @@ Per workload (model x task x fine-tuning mode, fixed steps, batch size and evalu
    data order and dropout change with the seed) and refined to a factor 10^(1/4) around its best point: a point's
    metric is the mean over the seeds (one seed of these short runs moved accuracy by 19 points between two lrs a
    factor 1.8 apart; three seeds still left standard errors of 1.5-3 points on the regret). SmolLM2 and QNLI
-   take three (scoring 872 examples by label likelihood takes 5-9 minutes a run; a QNLI run 2-3 minutes).
+   take three (scoring 872 examples by label likelihood makes a run 7-12 minutes; a QNLI run takes 2-3).
 2. ``methods``: every learning-rate method of ``adamlab.stepsize.suggest`` from the run's own w0 and training data
    (seed 0, so the same LoRA initialisation), its cost in seconds, and full Adam runs at the suggested lr with the
    same seeds as the grid.
@@ -19,12 +19,11 @@ Reported per workload and method: the lr, its ratio to the grid-best lr, the met
 (grid-best metric minus it, in points of accuracy; for a language model scored by perplexity, lower being better,
 the percent by which it is worse than the grid's best), the held-out regret (the grid's best picked on other seeds
 and other evaluation examples than those that score it: ``cross_fitted_regret``), and the cost as a share of one
-training run: of this
-short run's wall time, and of a 3,125-step run's training steps. For ``suggest`` (and ``aeos``, the same
-measurement) the latter comes from ``--phase cost``: the suggestion and bare training steps timed side by side in
-one process; for the other methods, 3,125 x the grid-best point's median step time (the least over its seeds, the
-least slowed by other work). Every run's
-result is cached in its run folder (``result.json``), so an interrupted benchmark resumes where it stopped.
+training run: of this short run's wall time, and of a 3,125-step run's training steps. For ``suggest`` (and
+``aeos``, the same measurement) the latter comes from ``--phase cost``: the suggestion and bare training steps timed
+side by side in one process; for the other methods, 3,125 x the grid-best point's median step time (the least over
+its seeds, the least slowed by other work). Every run's result is cached in its run folder (``result.json``), so an
+interrupted benchmark resumes where it stopped.
 
     nice python benchmarks/lr_suggestion.py --phase grid       # the grid (the long part; start it first)
     nice python benchmarks/lr_suggestion.py --phase methods    # the suggestions, each trained once
@@ -110,7 +109,7 @@ WORKLOADS = {
         Workload("minilm-lora-sst2", "minilm", "sst2", LORA_R8, (-14, -12, -10), steps=50, eval_limit=200),
         Workload("minilm-full-ag_news", "minilm", "ag_news", None, (-18, -16, -14), steps=40, eval_limit=200),
         # scored on all 872 SST-2 validation examples (on 150, the grid was flat within the noise); three seeds:
-        # scoring 872 examples by label likelihood takes 5-9 minutes a run on this CPU
+        # scoring 872 examples by label likelihood makes a run 7-12 minutes on this CPU
         Workload("smollm2-lora-sst2-eval872", "smollm2-135m", "sst2", LORA_R8, (-16, -14, -12), steps=20,
                  batch_size=8, max_seq_len=96, eval_limit=872, seeds=(0, 1, 2), extra={"eval_mode": "score"}),
         # pre-training from scratch: the 4 x 128 Llama with the byte-level tokenizer on the bundled C4 sample
