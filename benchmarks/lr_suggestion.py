@@ -48,7 +48,8 @@ import torch
 from adamlab.metrics import perplexity_scores
 from adamlab.models import LoraSettings
 from adamlab.optim import create_optimizer
-from adamlab.stepsize.suggest import SUGGEST_FRACTION, SUGGESTION_METHODS, LRSuggestion, MethodSettings, suggest_lr
+from adamlab.models import SCRATCH_MODELS
+from adamlab.stepsize.suggest import SUGGESTION_METHODS, LRSuggestion, MethodSettings, suggest_lr
 from adamlab.tasks import get_task
 from adamlab.training.config import TrainConfig
 from adamlab.training.loop import train
@@ -67,8 +68,10 @@ ARMS = {"adam": ("adam", "constant"), "adamw_cosine": ("adamw", "cosine")}
 MEASURED = ("aeos", "range-test", "dds", "dds-warm")
 DERIVED = {"suggest": "aeos", "dds-one": "dds", "range-test-min10": "range-test"}
 LONG_RUN = 3125  # steps of the AdamDDS paper's runs: the cost share a real fine-tune would see
-# where SUGGEST_FRACTION was set (the geometric mean of their grid-best lr / eta_max); the others validate it
-CALIBRATION = {"minilm-lora-ag_news", "minilm-lora-sst2", "minilm-full-ag_news"}
+# where SUGGEST_FRACTIONS were set (the geometric mean of their grid-best lr / eta_max: the fine-tunes' on the three
+# MiniLM workloads, the from-scratch one on the two tiny Llama corpora); the others validate them
+CALIBRATION = {"minilm-lora-ag_news", "minilm-lora-sst2", "minilm-full-ag_news", "llama-tiny-scratch-c4",
+               "llama-tiny-scratch-wikitext2"}
 
 
 @dataclass
@@ -86,6 +89,11 @@ class Workload:
     higher_is_better: bool = True
     seeds: tuple[int, ...] = SEEDS  # of Adam's grid and the trained suggestions
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def start(self) -> str:
+        """Where its runs start, which sets suggest's share of the edge (as adamlab's resolver decides it)."""
+        return "from-scratch" if self.model in SCRATCH_MODELS else "fine-tune"
 
     def arm_seeds(self, arm: str) -> tuple[int, ...]:
         return self.seeds if arm == "adam" else (0,)
@@ -119,6 +127,12 @@ WORKLOADS = {
         # test articles): does a from-scratch run want the same share of the edge on other text?
         Workload("llama-tiny-scratch-wikitext2", "llama-tiny", "wikitext2", None, (-14, -12, -10), steps=200,
                  max_seq_len=128, eval_limit=20, metric="perplexity", higher_is_better=False),
+        # held out for the from-scratch share of the edge (set on the two above): GaLore's 60M Llama (8 x 512, 25M
+        # parameters outside the byte-level embeddings, 30x the tiny one's), half the batch, three seeds (a run is
+        # about 5 minutes here)
+        Workload("llama-60m-scratch-c4", "llama-60m", "c4", None, (-14, -12, -10), steps=150, batch_size=8,
+                 max_seq_len=128, eval_limit=50, metric="perplexity", higher_is_better=False, seeds=(0, 1, 2),
+                 extra={"tokenizer": "byte-level"}),
         Workload("minilm-full-sst2", "minilm", "sst2", None, (-18, -16, -14), steps=40, eval_limit=200),
         # two more tasks, GLUE sentence pairs (held out): QQP's questions fit 64 tokens, QNLI's pairs need 96
         Workload("minilm-lora-qqp", "minilm", "qqp", LORA_R8, (-14, -12, -10)),
@@ -279,7 +293,8 @@ def suggestion_for(workload: Workload, method: str, inputs) -> LRSuggestion:
     loaded = inputs.loaded
     loss_fn = training_loss(loaded.head, loaded.tokenizer.pad_token_id, torch.device("cpu"))
     return suggest_lr(method, loaded.model, loss_fn, inputs.encoded, _adam, optimizer="adam", horizon=workload.steps,
-                      settings=MethodSettings(batch_size=workload.batch_size), targets_fn=loss_targets)
+                      settings=MethodSettings(batch_size=workload.batch_size, start=workload.start),
+                      targets_fn=loss_targets)
 
 
 def trial_inputs(workload: Workload):
@@ -307,7 +322,7 @@ def measure_methods(workload: Workload, methods: tuple[str, ...] = MEASURED) -> 
     suggestions = dict(measured)
     for method, source in DERIVED.items():
         if source in measured:
-            suggestions[method] = derived(method, measured[source])
+            suggestions[method] = derived(method, measured[source], workload.start)
     return suggestions
 
 
@@ -343,11 +358,11 @@ def measure_cost(workload: Workload, steps: int = 12) -> dict[str, float]:
     return cost
 
 
-def derived(method: str, source: LRSuggestion) -> LRSuggestion:
+def derived(method: str, source: LRSuggestion, start: str) -> LRSuggestion:
     """The methods that are another method's measurement read differently (same cost)."""
     diagnostics = dict(source.diagnostics)
     if method == "suggest":
-        lr = MethodSettings().fraction * diagnostics["eta_max"]
+        lr = MethodSettings(start=start).suggest_fraction() * diagnostics["eta_max"]
     elif method == "dds-one":
         lr = source.lr * math.sqrt(source.horizon)
     else:
@@ -395,7 +410,7 @@ def summarise(workload: Workload) -> dict[str, Any] | None:
                    "metric": None, "sd": None, "regret": None, "trained": trained is not None,
                    "nearest_grid": _nearest(grids["adam"], suggestion.lr)}
             if method == "suggest":
-                row["fraction"] = SUGGEST_FRACTION
+                row["fraction"] = MethodSettings(start=workload.start).suggest_fraction()
             side_by_side = RUNS / workload.name / "methods" / "cost.json"
             if method in ("suggest", "aeos") and side_by_side.exists():  # the same measurement: see measure_cost
                 cost = json.loads(side_by_side.read_text())

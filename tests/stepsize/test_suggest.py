@@ -17,7 +17,14 @@ from adamlab.stepsize.aeos import (
     seeded_batches,
     stability_threshold,
 )
-from adamlab.stepsize.suggest import SUGGESTION_METHODS, LRSuggestion, MethodSettings, lr_warning, suggest_lr
+from adamlab.stepsize.suggest import (
+    SUGGEST_FRACTIONS,
+    SUGGESTION_METHODS,
+    LRSuggestion,
+    MethodSettings,
+    lr_warning,
+    suggest_lr,
+)
 
 
 tensor = partial(torch.tensor, dtype=torch.float64)
@@ -335,6 +342,15 @@ def test_range_test_reports_its_divergence_point():
     assert unstable is not None and 2 / 4.0 < unstable <= 100.0  # plain GD leaves the bowl above 2 / 4
     assert suggestion.lr < unstable
     assert lr_warning(unstable * 2, suggestion) is not None
+
+
+def test_the_start_sets_suggests_fraction_and_an_unknown_start_lists_the_valid_ones():
+    assert MethodSettings().suggest_fraction() == SUGGEST_FRACTIONS["fine-tune"]
+    assert MethodSettings(start="from-scratch").suggest_fraction() == SUGGEST_FRACTIONS["from-scratch"]
+    assert MethodSettings(start="from-scratch", fraction=0.3).suggest_fraction() == 0.3
+    with pytest.raises(ValueError, match="valid: fine-tune, from-scratch"):
+        suggest_lr("suggest", Quadratic(eye(2)), quadratic_loss, centres(8, 2), lambda p, lr: None,
+                   optimizer="adam", horizon=10, settings=MethodSettings(start="pretrained"))
 
 
 def test_an_unknown_method_lists_the_valid_ones():

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from adamlab.cli import app
 from adamlab.models import LoraSettings
-from adamlab.stepsize.suggest import SUGGEST_FRACTION, SUGGESTION_METHODS, LRSuggestion
+from adamlab.stepsize.suggest import SUGGEST_FRACTIONS, SUGGESTION_METHODS, LRSuggestion
 from adamlab.studies import expand_trials, parse_spec
 from adamlab.training import TrainConfig
 from adamlab.training.lr_source import LR_METHODS, LRSource, instability_point, resolve_lr, stability_warning
@@ -38,9 +38,23 @@ def test_a_suggestion_method_resolves_caches_and_is_read_back(method, tmp_path):
     assert again == pytest.approx(record.lr) and reread.cached and reread.cost_seconds == 0
 
 
+SUGGEST_FRACTION = SUGGEST_FRACTIONS["fine-tune"]  # PLANNED fine-tunes (LoRA on tiny-llama)
+
+
 def test_suggest_is_its_fraction_of_the_edge_of_stability():
     lr, resolution = resolve_lr(TrainConfig(**PLANNED, optimizer="adam"), LRSource("suggest"), options=FAST)
-    assert lr == pytest.approx(SUGGEST_FRACTION * resolution.record["diagnostics"]["eta_max"])
+    diagnostics = resolution.record["diagnostics"]
+    assert diagnostics["start"] == "fine-tune" and diagnostics["fraction"] == SUGGEST_FRACTION
+    assert lr == pytest.approx(SUGGEST_FRACTION * diagnostics["eta_max"])
+
+
+def test_a_model_pre_trained_from_scratch_gets_the_from_scratch_fraction():
+    config = TrainConfig(model="llama-tiny", task="c4", lora=None, optimizer="adam", batch_size=4, steps=20,
+                         max_seq_len=32, train_limit=16)
+    lr, resolution = resolve_lr(config, LRSource("suggest"), options=FAST)
+    diagnostics = resolution.record["diagnostics"]
+    assert diagnostics["start"] == "from-scratch" and diagnostics["fraction"] == SUGGEST_FRACTIONS["from-scratch"]
+    assert lr == pytest.approx(SUGGEST_FRACTIONS["from-scratch"] * diagnostics["eta_max"])
 
 
 @pytest.mark.parametrize("method,expected_key", [("dds-one", "alpha"), ("range-test-min10", "suggested_lr")])

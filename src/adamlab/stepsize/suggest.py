@@ -4,10 +4,10 @@ r"""Learning-rate suggestions: one record, several methods, all measured on the 
 :class:`LRSuggestion` (the lr, what it was made for, its cost and the method's diagnostics). Methods
 (``SUGGESTION_METHODS``):
 
-* ``suggest``: adamlab's suggestion, ``SUGGEST_FRACTION`` of the Adaptive Edge of Stability bound
-  :math:`\eta_{\max}` (:mod:`adamlab.stepsize.aeos`) of the optimizer asked about, measured after a short warm-up.
-  The fraction was set on one workload and validated on others (``benchmarks/lr_suggestion.py``,
-  ``docs/lr_suggestion.md``).
+* ``suggest``: adamlab's suggestion, a fraction (``SUGGEST_FRACTIONS``, by where the run starts: a pretrained model
+  or a random initialisation) of the Adaptive Edge of Stability bound :math:`\eta_{\max}`
+  (:mod:`adamlab.stepsize.aeos`) of the optimizer asked about, measured after a short warm-up. Each fraction was set
+  on some workloads and validated on others (``benchmarks/lr_suggestion.py``, ``docs/lr_suggestion.md``).
 * ``aeos``: :math:`\eta_{\max}` itself, the edge past which training is unstable (an upper bound, not advice).
 * ``dds``: AdamDDS, :math:`\sqrt{2 L_0 / (K T)}` with :math:`K` at :math:`w_0` and T the run's steps (the theorem).
 * ``dds-one``: the same with T = 1 (what the authors' LLM code uses).
@@ -43,12 +43,15 @@ from .formula import constant_stepsize
 from .hvp import resolve_parameters
 from .range_test import lr_range_test
 
-# Of eta_max: the geometric mean of grid-best lr / eta_max over the three workloads first measured (MiniLM: LoRA on
-# AG News 0.11, LoRA on SST-2 0.33, full fine-tune on AG News 0.18; 0.19), rounded; fixed before the later workloads
-# of benchmarks/lr_suggestion.py were run, which validate it (docs/lr_suggestion.md).
-SUGGEST_FRACTION = 0.2
+# Of eta_max, by where the run starts: the geometric mean of grid-best lr / eta_max over the workloads it was set on,
+# rounded, each fixed before the workloads that validate it were run (benchmarks/lr_suggestion.py,
+# docs/lr_suggestion.md). Fine-tuning pretrained weights: the three MiniLM workloads first measured (LoRA on AG News
+# 0.11, LoRA on SST-2 0.33, full fine-tune on AG News 0.18; 0.19). Pre-training from a random initialisation: the
+# tiny Llama on C4 (0.44) and on WikiText-2 (0.47; 0.45); the fine-tunes' 0.2 cost both 7-9% in perplexity.
+SUGGEST_FRACTIONS = {"fine-tune": 0.2, "from-scratch": 0.45}
 SUGGESTION_METHODS = {
-    "suggest": f"{SUGGEST_FRACTION:.3g} x the Adaptive Edge of Stability bound after a short warm-up",
+    "suggest": "a fraction of the Adaptive Edge of Stability bound after a short warm-up ("
+               + ", ".join(f"{fraction:.3g} {start}" for start, fraction in SUGGEST_FRACTIONS.items()) + ")",
     "aeos": "the Adaptive Edge of Stability bound eta_max itself (the edge of stability, not advice)",
     "dds": "AdamDDS sqrt(2 L0 / (K T)) with K at w0 and T the run's steps",
     "dds-one": "AdamDDS with T = 1 (the authors' LLM code)",
@@ -71,8 +74,12 @@ class MethodSettings:
     range_steps: int = 30
     range_min_lr: float = 1e-6
     range_max_lr: float = 1.0
-    fraction: float = SUGGEST_FRACTION
+    start: str = "fine-tune"  # where the run starts (a key of SUGGEST_FRACTIONS), which sets suggest's fraction
+    fraction: float | None = None  # of eta_max for suggest, instead of SUGGEST_FRACTIONS[start]
     seed: int = 0
+
+    def suggest_fraction(self) -> float:
+        return SUGGEST_FRACTIONS[self.start] if self.fraction is None else self.fraction
 
 
 @dataclass
@@ -150,6 +157,8 @@ def suggest_lr(
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"horizon must be the run's steps, an int >= 1, got {horizon!r}")
     settings = settings or MethodSettings()
+    if settings.start not in SUGGEST_FRACTIONS:
+        raise ValueError(f"unknown start {settings.start!r}; valid: {', '.join(SUGGEST_FRACTIONS)}")
     started = time.perf_counter()
     lr, diagnostics = _METHODS[method](model, loss_fn, list(data), make_optimizer, optimizer, horizon, settings,
                                        targets_fn, progress)
@@ -171,7 +180,8 @@ def _suggest(model, loss_fn, data, make_optimizer, optimizer, horizon, settings,
     if diagnostics["unstable_above"] is None:
         raise ValueError("the AEoS warm-up saw no positive curvature: there is no stability bound to take a "
                          "fraction of; use another method")
-    return settings.fraction * diagnostics["eta_max"], {"fraction": settings.fraction, **diagnostics}
+    fraction = settings.suggest_fraction()
+    return fraction * diagnostics["eta_max"], {"fraction": fraction, "start": settings.start, **diagnostics}
 
 
 def _eta_max(model, loss_fn, data, make_optimizer, optimizer, horizon, settings, targets_fn, progress):

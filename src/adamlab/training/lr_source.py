@@ -47,6 +47,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..models import SCRATCH_MODELS
 from ..optim import create_optimizer
 from ..stepsize import lr_range_test
 from ..stepsize.suggest import SUGGESTION_METHODS, MethodSettings, suggest_lr
@@ -363,7 +364,9 @@ def _suggestion_estimate(method: str) -> Callable[..., dict]:
         loaded = inputs.loaded
         device = next(loaded.model.parameters()).device
         hparams, _ = config.split_optimizer_args()
-        settings = MethodSettings(**{"batch_size": config.batch_size, "seed": config.seed, **options})
+        # a randomly initialised model (the from-scratch sizes) trains at a larger share of its edge than a fine-tune
+        start = "from-scratch" if config.model in SCRATCH_MODELS else "fine-tune"
+        settings = MethodSettings(**{"batch_size": config.batch_size, "seed": config.seed, "start": start, **options})
         suggestion = suggest_lr(method, loaded.model, training_loss(loaded.head, loaded.tokenizer.pad_token_id, device),
                                 inputs.encoded, lambda params, lr: create_optimizer(config.optimizer, params, lr=lr,
                                                                                     **hparams),
