@@ -66,6 +66,7 @@ def test_the_suggestion_comes_from_the_same_resolver(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "suggest.json").read_text())
     assert record["optimizer"] == "adamw" and f"{record['lr']:.4e}" in result.output
+    assert "share of eta_max" in result.output and "(fine-tune)" in result.output
 
 
 @pytest.mark.parametrize("change,reason", [

@@ -155,6 +155,8 @@ def _print_suggestion(suggestion: LRSuggestion) -> None:
     rows = [("lr", f"{suggestion.lr:.4e}"), ("optimizer", suggestion.optimizer),
             ("made for", f"{suggestion.horizon} steps of {suggestion.batch_size}"),
             ("cost", f"{suggestion.cost_seconds:.1f} s")]
+    if "fraction" in diagnostics:
+        rows.append(("share of eta_max", f"{diagnostics['fraction']:g} ({diagnostics['start']})"))
     if "eta_max" in diagnostics:
         rows += [("eta_max (edge of stability)", f"{diagnostics['eta_max']:.4e}"),
                  ("lambda_max(P^-1 H) per batch", ", ".join(f"{v:.4g}" for v in diagnostics["batch_sharpness"])),
