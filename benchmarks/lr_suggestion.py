@@ -9,8 +9,9 @@ Per workload (model x task x fine-tuning mode, fixed steps, batch size and evalu
    suggestions are scored against, is then run with the workload's seeds (``SEEDS``; LoRA initialisation, head,
    data order and dropout change with the seed) and refined to a factor 10^(1/4) around its best point: a point's
    metric is the mean over the seeds (one seed of these short runs moved accuracy by 19 points between two lrs a
-   factor 1.8 apart; three seeds still left standard errors of 1.5-3 points on the regret). SmolLM2 and QNLI
-   take three (scoring 872 examples by label likelihood makes a run 7-12 minutes; a QNLI run takes 2-3).
+   factor 1.8 apart; three seeds still left standard errors of 1.5-3 points on the regret). SmolLM2, QNLI and the
+   60M Llama take three (scoring 872 examples by label likelihood makes a run 7-12 minutes; a QNLI run takes 2-3,
+   a 60M Llama run 5).
 2. ``methods``: every learning-rate method of ``adamlab.stepsize.suggest`` from the run's own w0 and training data
    (seed 0, so the same LoRA initialisation), its cost in seconds, and full Adam runs at the suggested lr with the
    same seeds as the grid.
