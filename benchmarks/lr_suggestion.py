@@ -49,12 +49,12 @@ import torch
 from adamlab.metrics import perplexity_scores
 from adamlab.models import LoraSettings
 from adamlab.optim import create_optimizer
-from adamlab.models import SCRATCH_MODELS
 from adamlab.stepsize.suggest import SUGGESTION_METHODS, LRSuggestion, MethodSettings, suggest_lr
 from adamlab.tasks import get_task
 from adamlab.training.config import TrainConfig
 from adamlab.training.loop import train
 from adamlab.training.losses import loss_targets, training_loss
+from adamlab.training.lr_source import run_start
 from adamlab.training.setup import prepare_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ class Workload:
     @property
     def start(self) -> str:
         """Where its runs start, which sets suggest's share of the edge (as adamlab's resolver decides it)."""
-        return "from-scratch" if self.model in SCRATCH_MODELS else "fine-tune"
+        return run_start(self.model)
 
     def arm_seeds(self, arm: str) -> tuple[int, ...]:
         return self.seeds if arm == "adam" else (0,)

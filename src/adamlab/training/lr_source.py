@@ -356,6 +356,12 @@ register_lr_method(LRMethod("dds-one", "the AdamDDS step size with T = 1 (the au
                             partial(_dds_estimate, horizon="one"), lr_of=lambda record: record["alpha"]))
 
 
+def run_start(model: str) -> str:
+    """Where a run of ``model`` starts, which sets ``suggest``'s share of the edge (``SUGGEST_FRACTIONS``): a
+    randomly initialised model (the from-scratch sizes) trains at a larger share than a fine-tune."""
+    return "from-scratch" if model in SCRATCH_MODELS else "fine-tune"
+
+
 def _suggestion_estimate(method: str) -> Callable[..., dict]:
     """A method of ``adamlab.stepsize.suggest`` on the run's optimizer (its hyperparameters), batch size, seed and
     horizon; ``options`` set its ``MethodSettings``."""
@@ -364,9 +370,8 @@ def _suggestion_estimate(method: str) -> Callable[..., dict]:
         loaded = inputs.loaded
         device = next(loaded.model.parameters()).device
         hparams, _ = config.split_optimizer_args()
-        # a randomly initialised model (the from-scratch sizes) trains at a larger share of its edge than a fine-tune
-        start = "from-scratch" if config.model in SCRATCH_MODELS else "fine-tune"
-        settings = MethodSettings(**{"batch_size": config.batch_size, "seed": config.seed, "start": start, **options})
+        settings = MethodSettings(**{"batch_size": config.batch_size, "seed": config.seed,
+                                     "start": run_start(config.model), **options})
         suggestion = suggest_lr(method, loaded.model, training_loss(loaded.head, loaded.tokenizer.pad_token_id, device),
                                 inputs.encoded, lambda params, lr: create_optimizer(config.optimizer, params, lr=lr,
                                                                                     **hparams),
