@@ -145,6 +145,9 @@ WORKLOADS = {
         Workload("minilm-full-qqp", "minilm", "qqp", None, (-18, -16, -14), steps=40),
         Workload("minilm-lora-mrpc", "minilm", "mrpc", LORA_R8, (-14, -12, -10), max_seq_len=96, eval_limit=408,
                  seeds=(0, 1, 2)),
+        # and a full fine-tune of QNLI (named after those two had run, before it ran)
+        Workload("minilm-full-qnli", "minilm", "qnli", None, (-18, -16, -14), steps=40, max_seq_len=96,
+                 seeds=(0, 1, 2)),
     )
 }
 
