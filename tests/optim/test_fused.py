@@ -69,6 +69,17 @@ def relative_error(expected: torch.Tensor, actual: torch.Tensor) -> float:
     return ((expected - actual).abs().max() / expected.abs().max().clamp(min=1e-30)).item()
 
 
+def agreement(info: OptimizerInfo, hparams: dict, steps: int) -> float:
+    """What two float32 paths must agree to after ``steps``: 1e-6 relative, or the float32 reference's own distance
+    from the float64 one where that is larger. Two paths that sum in different orders differ by about that
+    rounding, and the order a BLAS kernel takes depends on the CPU: LDAdam's error buffer, a small difference of
+    large terms, carries ~1e-5 of rounding after 50 steps, and its fused power step agreed with the reference to
+    1e-6 on AVX-512 machines but to 6.7e-6 on an AVX2 one."""
+    exact = trained(info, hparams, torch.float64, steps, foreach=False)
+    rounded = trained(info, hparams, torch.float32, steps, foreach=False)
+    return max(1e-6, *(relative_error(e, r) for e, r in zip(exact, rounded)))
+
+
 def cases() -> list:
     return [
         pytest.param(INFOS[name], hparams, id=f"{name}-{i}")
@@ -79,11 +90,17 @@ def cases() -> list:
 
 @pytest.mark.parametrize("info,hparams", cases())
 def test_fused_matches_reference_float32(info: OptimizerInfo, hparams: dict) -> None:
+    """Within 1e-6 of the reference where its rounding allows (see ``agreement``), and, measured against the
+    float64 run, no less accurate than the reference (to a factor of 2)."""
+    exact = trained(info, hparams, torch.float64, foreach=False)
     reference = trained(info, hparams, torch.float32, foreach=False)
     fused = trained(info, hparams, torch.float32, fused=True)
     assert len(reference) == len(fused)
+    reference_rounding = max(relative_error(e, r) for e, r in zip(exact, reference))
+    tolerance = max(1e-6, reference_rounding)
     for expected, actual in zip(reference, fused):
-        assert relative_error(expected, actual) <= 1e-6
+        assert relative_error(expected, actual) <= tolerance
+    assert max(relative_error(e, f) for e, f in zip(exact, fused)) <= 2 * reference_rounding + 1e-6
 
 
 @pytest.mark.parametrize("name", FUSED_OPTIMIZERS)
@@ -122,6 +139,7 @@ def test_state_dict_loads_across_paths(name: str) -> None:
     """Save under one path, load under another, continue: the same as a run under the loading path."""
     info, hparams = INFOS[name], INFOS[name].hparam_sets[0]
     paths = {"reference": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+    tolerance = agreement(info, hparams, steps=10)
     for saved_under, loaded_under in [("fused", "reference"), ("reference", "fused"), ("foreach", "fused")]:
         params = make_params(torch.float32)
         first = info.build(params, **hparams, **paths[saved_under])
@@ -133,10 +151,11 @@ def test_state_dict_loads_across_paths(name: str) -> None:
         straight_params = make_params(torch.float32)
         straight = info.build(straight_params, **hparams, **paths[loaded_under])
         run(straight, straight_params, 10)
-        # elementwise, with an absolute floor of float32 rounding at the gradients' scale (1): a state entry
-        # that cancels to ~1e-3 carries the rounding of the unit-sized terms it was summed from
+        # elementwise, with an absolute floor of a tenth of that at the gradients' scale (1): a state entry that
+        # cancels to ~1e-3 carries the rounding of the unit-sized terms it was summed from
         for expected, actual in zip(straight_params + state_tensors(straight), params + state_tensors(resumed)):
-            torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-7, msg=f"{saved_under} -> {loaded_under}")
+            torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance / 10,
+                                       msg=f"{saved_under} -> {loaded_under}")
 
 
 def test_a_changing_lr_reuses_the_compiled_step() -> None:

@@ -18,6 +18,7 @@ from adamlab.training.records import StepRecord
 from .tiny import TINY_SPEC
 
 WORKER = Path(__file__).with_name("claim_worker.py")
+OPEN_WORKER = Path(__file__).with_name("open_worker.py")
 
 
 def registered(study_dir: Path, text: str = TINY_SPEC) -> tuple[Store, list]:
@@ -150,6 +151,23 @@ def test_two_processes_claim_every_trial_exactly_once(tmp_path):
     assert sorted(ran[0] + ran[1]) == sorted(t.key for t in trials)  # none twice, none lost
     assert {t.status for t in store.trials()} == {"done"} and {t.attempts for t in store.trials()} == {1}
     assert rows(store, "step_metrics") == rows(store, "evaluations") == rows(store, "environment") == len(trials) == 80
+
+
+def test_processes_opening_a_new_store_at_the_same_instant_all_succeed(tmp_path):
+    """Two coordinators started together on a new study both open its store: the switch of the new file into WAL
+    mode waits for the other process like any write (it used to fail at once with "database is locked")."""
+    folders = [str(tmp_path / f"study-{i}") for i in range(10)]
+    start, ready = tmp_path / "go", [tmp_path / f"ready-{i}" for i in range(4)]
+    workers = [subprocess.Popen([sys.executable, str(OPEN_WORKER), str(start), str(flag), *folders],
+                                stdout=subprocess.PIPE, text=True) for flag in ready]
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready):
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.01)
+    (tmp_path / "go.tmp").write_text(str(time.time() + 0.2))
+    (tmp_path / "go.tmp").rename(start)  # whole, or not there yet
+    outputs = [worker.communicate(timeout=120)[0].splitlines() for worker in workers]
+    assert all(lines == ["ok"] * len(folders) for lines in outputs), outputs
 
 
 def test_the_step_columns_follow_the_step_record_and_an_older_store_gains_new_ones(tmp_path):

@@ -464,13 +464,28 @@ def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)  # transactions are explicit
     db.row_factory = sqlite3.Row
     try:
-        db.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(db)
         db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as error:
         db.close()
         raise StoreError(f"{path} is not a readable results store ({error}); move it aside and run the sweep again "
                          "to rebuild it from the trial folders' results") from None
     return db
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Put the store in WAL mode, waiting as long as for any other write. Switching a new file into WAL takes an
+    exclusive lock without consulting the busy timeout, so where two coordinators open a new study at the same
+    moment one of them is told "database is locked" at once (measured: 25 of 60 rounds of four processes)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _folder_accepts_files(folder: Path) -> bool:
