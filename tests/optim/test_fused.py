@@ -88,19 +88,21 @@ def cases() -> list:
     ]
 
 
+def assert_fused_matches(exact: list[torch.Tensor], reference: list[torch.Tensor], fused: list[torch.Tensor]) -> None:
+    """The fused float32 run within 1e-6 of the reference where the reference's own rounding allows (see
+    ``agreement``) and, measured against the float64 run, no less accurate than the reference (to a factor of 2)."""
+    assert len(exact) == len(reference) == len(fused)
+    reference_rounding = max(relative_error(e, r) for e, r in zip(exact, reference))
+    errors = [relative_error(expected, actual) for expected, actual in zip(reference, fused)]
+    assert max(errors) <= max(1e-6, reference_rounding), (errors, reference_rounding)
+    assert max(relative_error(e, f) for e, f in zip(exact, fused)) <= 2 * reference_rounding + 1e-6
+
+
 @pytest.mark.parametrize("info,hparams", cases())
 def test_fused_matches_reference_float32(info: OptimizerInfo, hparams: dict) -> None:
-    """Within 1e-6 of the reference where its rounding allows (see ``agreement``), and, measured against the
-    float64 run, no less accurate than the reference (to a factor of 2)."""
-    exact = trained(info, hparams, torch.float64, foreach=False)
-    reference = trained(info, hparams, torch.float32, foreach=False)
-    fused = trained(info, hparams, torch.float32, fused=True)
-    assert len(reference) == len(fused)
-    reference_rounding = max(relative_error(e, r) for e, r in zip(exact, reference))
-    tolerance = max(1e-6, reference_rounding)
-    for expected, actual in zip(reference, fused):
-        assert relative_error(expected, actual) <= tolerance
-    assert max(relative_error(e, f) for e, f in zip(exact, fused)) <= 2 * reference_rounding + 1e-6
+    assert_fused_matches(trained(info, hparams, torch.float64, foreach=False),
+                         trained(info, hparams, torch.float32, foreach=False),
+                         trained(info, hparams, torch.float32, fused=True))
 
 
 @pytest.mark.parametrize("name", FUSED_OPTIMIZERS)
