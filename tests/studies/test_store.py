@@ -21,6 +21,14 @@ WORKER = Path(__file__).with_name("claim_worker.py")
 OPEN_WORKER = Path(__file__).with_name("open_worker.py")
 
 
+def wait_for(ready: list[Path]) -> None:
+    """Until every worker process has touched its ready file (they import torch first: seconds)."""
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready):
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.01)
+
+
 def registered(study_dir: Path, text: str = TINY_SPEC) -> tuple[Store, list]:
     spec = parse_spec(text, "study.yaml")
     trials = expand_trials(spec, study_dir)
@@ -140,10 +148,7 @@ def test_two_processes_claim_every_trial_exactly_once(tmp_path):
     start, ready = tmp_path / "go", [tmp_path / "ready-0", tmp_path / "ready-1"]
     workers = [subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), str(start), str(flag)],
                                 stdout=subprocess.PIPE, text=True) for flag in ready]
-    deadline = time.monotonic() + 120
-    while not all(flag.exists() for flag in ready):
-        assert time.monotonic() < deadline, "the workers never started"
-        time.sleep(0.01)
+    wait_for(ready)
     start.touch()
     ran = [json.loads(worker.communicate(timeout=120)[0]) for worker in workers]
     assert all(worker.returncode == 0 for worker in workers)
@@ -160,10 +165,7 @@ def test_processes_opening_a_new_store_at_the_same_instant_all_succeed(tmp_path)
     start, ready = tmp_path / "go", [tmp_path / f"ready-{i}" for i in range(4)]
     workers = [subprocess.Popen([sys.executable, str(OPEN_WORKER), str(start), str(flag), *folders],
                                 stdout=subprocess.PIPE, text=True) for flag in ready]
-    deadline = time.monotonic() + 120
-    while not all(flag.exists() for flag in ready):
-        assert time.monotonic() < deadline, "the workers never started"
-        time.sleep(0.01)
+    wait_for(ready)
     (tmp_path / "go.tmp").write_text(str(time.time() + 0.2))
     (tmp_path / "go.tmp").rename(start)  # whole, or not there yet
     outputs = [worker.communicate(timeout=120)[0].splitlines() for worker in workers]
