@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import adamlab.cli.study  # noqa: F401  (registers the study commands)
 from adamlab.cli.app import app
 from adamlab.studies import Store, expand_trials, load_spec
-from adamlab.training.checkpoint import latest_checkpoint
+from adamlab.training.checkpoint import checkpoints, latest_checkpoint, verify_checkpoint
 
 from .tiny import TINY_SPEC, cli_process, write_spec
 
@@ -106,38 +106,47 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert all("holds no config.json" in t.error for t in trials if t.status == "failed")
 
 
-def signal_mid_trial(tmp_path, signum: int):
-    """Start a sweep of 40-step trials, send ``signum`` once the first trial has checkpointed step 3 or later, and
-    return the study folder, the first trial and the step of the checkpoint seen."""
-    spec = write_spec(tmp_path, TINY_SPEC.replace("steps: 3", "steps: 40"))
+def signal_mid_trial(tmp_path, signum: int, checkpoint_every: int):
+    """Start a sweep of 40-step trials, send ``signum`` once the first trial has recorded step 3, and return the
+    study folder, the first trial and the number of steps it had recorded."""
+    spec = write_spec(tmp_path, TINY_SPEC.replace("steps: 3", "steps: 40")
+                      .replace("checkpoint_every: 1", f"checkpoint_every: {checkpoint_every}"))
     study_dir = tmp_path / "study"
     first = expand_trials(load_spec(spec), study_dir)[0]
+    metrics = study_dir / "trials" / first.key / "metrics.jsonl"
     with (tmp_path / "sweep.log").open("w") as log:
         sweep = cli_process("sweep", spec, "--out", study_dir, "--no-progress", stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
-        checkpoint = None
-        while checkpoint is None or int(checkpoint.name.split("-")[1]) < 3:
+        seen = 0
+        while seen < 3:
             assert sweep.poll() is None, (tmp_path / "sweep.log").read_text()
-            assert time.monotonic() < deadline, "no checkpoint appeared"
+            assert time.monotonic() < deadline, "the first trial recorded no steps"
             time.sleep(0.005)
-            checkpoint = latest_checkpoint(study_dir / "trials" / first.key)
+            seen = metrics.read_text().count("\n") if metrics.exists() else 0  # complete lines only
         sweep.send_signal(signum)
         sweep.wait(timeout=120)
     result = study_dir / "trials" / first.key / "result.json"  # an interrupted run writes one too
     assert not result.exists() or json.loads(result.read_text())["status"] == "interrupted", "the trial finished"
-    return spec, study_dir, first, int(checkpoint.name.split("-")[1]), sweep.returncode
+    return spec, study_dir, first, seen, sweep.returncode
 
 
 def test_ctrl_c_checkpoints_the_trial_and_puts_it_back_in_the_queue(tmp_path):
-    spec, study_dir, first, seen, returncode = signal_mid_trial(tmp_path, signal.SIGINT)
+    # No periodic checkpoints (checkpoint_every 0): the one checkpoint there is, Ctrl-C wrote.
+    spec, study_dir, first, seen, returncode = signal_mid_trial(tmp_path, signal.SIGINT, checkpoint_every=0)
     assert returncode == 130 and "run the same command again to continue" in (tmp_path / "sweep.log").read_text()
     trial = Store.open(study_dir).trials()[0]
     assert (trial.key, trial.status, trial.owner) == (first.key, "queued", None)
-    assert int(latest_checkpoint(study_dir / "trials" / first.key).name.split("-")[1]) > seen
+    # Nothing that ran is lost: the run stops at the end of the step it was in, and that step is the checkpoint.
+    trial_dir = study_dir / "trials" / first.key
+    [stopped] = checkpoints(trial_dir)
+    stopped_at = int(stopped.name.split("-")[1])
+    assert verify_checkpoint(stopped) is None and stopped_at >= seen
+    assert stopped_at == read_jsonl(trial_dir / "metrics.jsonl")[-1]["step"]
 
 
 def test_a_killed_coordinator_is_resumed_from_the_checkpoints(tmp_path):
-    spec, study_dir, first, resume_from, _ = signal_mid_trial(tmp_path, signal.SIGKILL)
+    spec, study_dir, first, _, _ = signal_mid_trial(tmp_path, signal.SIGKILL, checkpoint_every=1)
+    resume_from = int(latest_checkpoint(study_dir / "trials" / first.key).name.split("-")[1])
     before = (study_dir / "trials" / first.key / "metrics.jsonl").read_text().splitlines()[:resume_from]
     assert Store.open(study_dir).counts()["running"] == 1
 
